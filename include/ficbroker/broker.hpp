@@ -1,0 +1,72 @@
+// The broker: answers routed token queries from the cache, fetching through the sources and the
+// Entra exchange on a miss. Owns the sources; borrows the HTTP client, clock, logger and metrics.
+//
+// Thread safety: io_context thread only.
+#pragma once
+
+#include "ficbroker/asio.hpp"
+#include "ficbroker/clock.hpp"
+#include "ficbroker/config.hpp"
+#include "ficbroker/log.hpp"
+#include "ficbroker/metrics.hpp"
+#include "ficbroker/router.hpp"
+#include "ficbroker/token_cache.hpp"
+#include "ficbroker/token_source.hpp"
+
+#include <map>
+#include <memory>
+#include <string>
+
+namespace ficbroker {
+
+class HttpClient;
+
+class Broker {
+ public:
+  Broker(asio::any_io_executor executor, std::shared_ptr<const Config> config, HttpClient& client,
+         const Clock& clock, Logger& log, Metrics& metrics);
+  ~Broker();
+
+  /// The cache-hit path: an answer without suspending, or nullopt when upstream work is needed.
+  std::optional<Reply> try_cached(Route route, const TokenQuery& query);
+  /// The full path: resolves the query's target and answers from cache or upstream.
+  asio::awaitable<Reply> answer(Route route, TokenQuery query);
+
+  /// Fetches every target's prewarm resources once (in parallel, through the cache).
+  void start_prewarm();
+  /// True when every prewarm token is cached and servable.
+  bool ready() const;
+
+  /// Replaces the configuration (SIGHUP). Cached tokens of targets whose tenant, app, source and
+  /// authority are unchanged are kept; the rest are forgotten.
+  void reload(std::shared_ptr<const Config> config);
+
+  const Config& config() const noexcept { return *config_; }
+  TokenCache& cache() noexcept { return cache_; }
+
+  /// Cache keys, exposed for tests and metrics. Parts are separated by '\x1f'.
+  static std::string token_key(const TargetConfig& target, std::string_view scope);
+  static std::string assertion_key(const TargetConfig& target);
+  static std::string managed_identity_key(const SourceConfig& source, std::string_view resource);
+
+ private:
+  asio::awaitable<TokenResult> fetch_exchanged(TargetConfig target, std::string scope);
+  asio::awaitable<TokenResult> fetch_assertion(TargetConfig target);
+  asio::awaitable<TokenResult> fetch_from_source(std::string source_name, std::string resource);
+  Reply token_reply(Route route, const Token& token, const TokenQuery& query,
+                    std::string_view client_id) const;
+  Reply error_from(Route route, const UpstreamError& error) const;
+  void build_sources();
+
+  asio::any_io_executor executor_;
+  std::shared_ptr<const Config> config_;
+  HttpClient& client_;
+  const Clock& clock_;
+  Logger& log_;
+  Metrics& metrics_;
+  TokenCache cache_;
+  std::map<std::string, std::unique_ptr<TokenSource>> sources_;
+  std::vector<std::string> prewarm_keys_;
+};
+
+}  // namespace ficbroker

@@ -1,0 +1,133 @@
+#include "ficbroker/response.hpp"
+
+#include <charconv>
+#include <ctime>
+
+namespace ficbroker {
+namespace {
+
+void append_int(std::string& out, std::int64_t value) {
+  char buf[24];
+  const auto [ptr, ec] = std::to_chars(buf, buf + sizeof buf, value);
+  out.append(buf, ptr);
+}
+
+void append_key(std::string& out, std::string_view key) {
+  out.push_back('"');
+  out.append(key);
+  out.append("\":");
+}
+
+void append_quoted_int(std::string& out, std::int64_t value) {
+  out.push_back('"');
+  append_int(out, value);
+  out.push_back('"');
+}
+
+}  // namespace
+
+void append_json_string(std::string& out, std::string_view text) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  out.push_back('"');
+  for (char c : text) {
+    const auto u = static_cast<unsigned char>(c);
+    switch (c) {
+      case '"':
+        out.append("\\\"");
+        break;
+      case '\\':
+        out.append("\\\\");
+        break;
+      case '\n':
+        out.append("\\n");
+        break;
+      case '\r':
+        out.append("\\r");
+        break;
+      case '\t':
+        out.append("\\t");
+        break;
+      default:
+        if (u < 0x20) {
+          out.append("\\u00");
+          out.push_back(kHex[u >> 4]);
+          out.push_back(kHex[u & 15]);
+        } else {
+          out.push_back(c);
+        }
+    }
+  }
+  out.push_back('"');
+}
+
+std::string format_legacy_date(std::int64_t epoch) {
+  const std::time_t t = static_cast<std::time_t>(epoch);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[40];
+  std::strftime(buf, sizeof buf, "%m/%d/%Y %H:%M:%S +00:00", &tm);
+  return buf;
+}
+
+std::string format_token_body(const Token& token, std::string_view resource,
+                              std::string_view client_id, std::int64_t now_epoch,
+                              TokenShape shape) {
+  std::string out;
+  out.reserve(token.access_token.size() + resource.size() + client_id.size() + 200);
+  const auto expires_in = token.expires_on > now_epoch ? token.expires_on - now_epoch : 0;
+  const auto ext = token.ext_expires_on > now_epoch ? token.ext_expires_on - now_epoch : 0;
+  out.push_back('{');
+  append_key(out, "access_token");
+  out.push_back('"');
+  out.append(token.access_token);  // a JWT: base64url and dots only, nothing to escape
+  out.append("\",");
+  append_key(out, "client_id");
+  append_json_string(out, client_id);
+  out.push_back(',');
+  append_key(out, "expires_in");
+  append_quoted_int(out, expires_in);
+  out.push_back(',');
+  append_key(out, "expires_on");
+  if (shape == TokenShape::app_service_2017) {
+    append_json_string(out, format_legacy_date(token.expires_on));
+  } else {
+    append_quoted_int(out, token.expires_on);
+  }
+  out.push_back(',');
+  append_key(out, "ext_expires_in");
+  append_quoted_int(out, ext);
+  out.push_back(',');
+  append_key(out, "not_before");
+  append_quoted_int(out, token.not_before);
+  out.push_back(',');
+  append_key(out, "resource");
+  append_json_string(out, resource);
+  out.push_back(',');
+  append_key(out, "token_type");
+  out.append("\"Bearer\"}");
+  return out;
+}
+
+std::string format_error_body(unsigned status, std::string_view error,
+                              std::string_view description, bool app_service_keys) {
+  std::string out;
+  out.reserve(description.size() * 2 + error.size() + 64);
+  out.push_back('{');
+  append_key(out, "error");
+  append_json_string(out, error);
+  out.push_back(',');
+  append_key(out, "error_description");
+  append_json_string(out, description);
+  if (app_service_keys) {
+    out.push_back(',');
+    append_key(out, "statusCode");
+    append_int(out, status);
+    out.push_back(',');
+    append_key(out, "message");
+    append_json_string(out, description);
+  }
+  out.push_back('}');
+  return out;
+}
+
+}  // namespace ficbroker
