@@ -67,7 +67,8 @@ Broker::Broker(asio::any_io_executor executor, std::shared_ptr<const Config> con
       clock_(clock),
       log_(log),
       metrics_(metrics),
-      cache_(executor, clock, cache_settings(*config_), make_random()) {
+      cache_(executor, clock, cache_settings(*config_), make_random()),
+      prewarm_timer_(executor) {
   build_sources();
 }
 
@@ -79,11 +80,14 @@ void Broker::build_sources() {
     sources_.emplace(name, make_token_source(source, client_, clock_));
   }
   prewarm_keys_.clear();
+  cache_.unpin_all();
   for (const auto& target : config_->targets) {
     for (const auto& resource : target.prewarm) {
       prewarm_keys_.push_back(token_key(target, resource_to_scope(resource)));
+      cache_.pin(prewarm_keys_.back());
     }
   }
+  prewarm_timer_.cancel();  // a reload re-checks at once
 }
 
 std::string Broker::token_key(const TargetConfig& target, std::string_view scope) {
@@ -151,17 +155,20 @@ asio::awaitable<Reply> Broker::answer(Route route, TokenQuery query) {
   if (r.target) {
     TargetConfig target = *r.target;
     std::string key = token_key(target, query.scope);
-    auto result = co_await cache_.get(std::move(key), [this, target, scope = query.scope] {
+    // Named, not temporaries: GCC 12 can destroy temporaries of a co_await expression twice.
+    TokenCache::Fetch fetch = [this, target, scope = query.scope] {
       return fetch_exchanged(target, scope);
-    });
+    };
+    auto result = co_await cache_.get(std::move(key), std::move(fetch));
     if (!result) co_return error_from(route, result.error());
     co_return token_reply(route, *result, query, target.client_id);
   }
   const SourceConfig source = *r.source;
-  auto result = co_await cache_.get(managed_identity_key(source, query.resource),
-                                    [this, name = source.name, resource = query.resource] {
-                                      return fetch_from_source(name, resource);
-                                    });
+  std::string key = managed_identity_key(source, query.resource);
+  TokenCache::Fetch fetch = [this, name = source.name, resource = query.resource] {
+    return fetch_from_source(name, resource);
+  };
+  auto result = co_await cache_.get(std::move(key), std::move(fetch));
   if (!result) co_return error_from(route, result.error());
   co_return token_reply(route, *result, query, source.client_id);
 }
@@ -202,10 +209,11 @@ asio::awaitable<TokenResult> Broker::fetch_assertion(TargetConfig target) {
   if (it != sources_.end() && !it->second->cacheable()) {
     co_return co_await fetch_from_source(target.source, target.exchange_audience);
   }
-  co_return co_await cache_.get(assertion_key(target),
-                                [this, name = target.source, audience = target.exchange_audience] {
-                                  return fetch_from_source(name, audience);
-                                });
+  std::string key = assertion_key(target);
+  TokenCache::Fetch fetch = [this, name = target.source, audience = target.exchange_audience] {
+    return fetch_from_source(name, audience);
+  };
+  co_return co_await cache_.get(std::move(key), std::move(fetch));
 }
 
 asio::awaitable<TokenResult> Broker::fetch_exchanged(TargetConfig target, std::string scope) {
@@ -213,8 +221,10 @@ asio::awaitable<TokenResult> Broker::fetch_exchanged(TargetConfig target, std::s
     TokenResult assertion = co_await fetch_assertion(target);
     if (!assertion) co_return assertion.error();
     const auto start = std::chrono::steady_clock::now();
-    TokenResult result = co_await exchange_assertion(client_, target, scope,
-                                                     assertion->access_token, clock_);
+    std::string assertion_token = assertion->access_token;
+    std::string scope_copy = scope;
+    TokenResult result = co_await exchange_assertion(client_, target, std::move(scope_copy),
+                                                     std::move(assertion_token), clock_);
     metrics_.observe_upstream("entra", target.tenant_id, seconds_since(start), result.has_value());
     if (result) {
       log_.info("token_minted", {{"tenant", target.tenant_id},
@@ -247,28 +257,44 @@ asio::awaitable<TokenResult> Broker::fetch_exchanged(TargetConfig target, std::s
   }
 }
 
-void Broker::start_prewarm() {
-  for (const auto& target : config_->targets) {
-    for (const auto& resource : target.prewarm) {
-      TokenQuery query;
-      query.resource = resource;
-      query.scope = resource_to_scope(resource);
-      query.tenant = target.tenant_id;
-      query.selector = SelectorKind::client_id;
-      query.selector_value = target.client_id;
-      query.selector_name = "client_id";
-      asio::co_spawn(executor_, answer(Route::broker_token, std::move(query)),
-                     [this, tenant = target.tenant_id, resource](std::exception_ptr e, Reply reply) {
-                       if (e) {
-                         log_.error("prewarm_crashed", {{"tenant", tenant}, {"resource", resource}});
-                       } else if (reply.status != 200) {
-                         log_.warn("prewarm_failed", {{"tenant", tenant},
-                                                      {"resource", resource},
-                                                      {"status", reply.status}});
-                       }
-                     });
+asio::awaitable<void> Broker::run_prewarm() {
+  std::chrono::seconds backoff{1};
+  while (!stopped_) {
+    bool all_ready = true;
+    const std::shared_ptr<const Config> config = config_;
+    for (const auto& target : config->targets) {
+      for (const auto& resource : target.prewarm) {
+        if (cache_.all_servable({token_key(target, resource_to_scope(resource))})) continue;
+        all_ready = false;
+        TokenQuery query;
+        query.resource = resource;
+        query.scope = resource_to_scope(resource);
+        query.tenant = target.tenant_id;
+        query.selector = SelectorKind::client_id;
+        query.selector_value = target.client_id;
+        query.selector_name = "client_id";
+        // Joins the in-flight fetch if one is running; the cache keeps it single.
+        asio::co_spawn(executor_, answer(Route::broker_token, std::move(query)),
+                       [this, tenant = target.tenant_id, resource](std::exception_ptr e,
+                                                                   Reply reply) {
+                         if (e || reply.status != 200) {
+                           log_.warn("prewarm_failed", {{"tenant", tenant},
+                                                        {"resource", resource},
+                                                        {"status", e ? 500u : reply.status}});
+                         }
+                       });
+      }
     }
+    backoff = all_ready ? std::chrono::seconds(30) : std::min(backoff * 2, std::chrono::seconds(30));
+    prewarm_timer_.expires_after(all_ready ? std::chrono::seconds(30) : backoff / 2);
+    co_await prewarm_timer_.async_wait(use_nothrow);
   }
+}
+
+void Broker::stop() {
+  stopped_ = true;
+  prewarm_timer_.cancel();
+  cache_.stop();
 }
 
 bool Broker::ready() const { return cache_.all_servable(prewarm_keys_); }

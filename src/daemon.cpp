@@ -85,7 +85,8 @@ asio::awaitable<Reply> serve(RequestView view, App& app) {
           reply = std::move(*hit);
           cached = reply.status == 200;
         } else {
-          reply = co_await app.broker.answer(decision.route, std::move(decision.query));
+          TokenQuery query = decision.query;  // the slow path; the original stays for the log
+          reply = co_await app.broker.answer(decision.route, std::move(query));
         }
     }
   }
@@ -181,7 +182,7 @@ int run_daemon(const DaemonOptions& options) {
     };
   };
   asio::co_spawn(ioc, app.broker.cache().run_refresher(), on_task_exit("refresher"));
-  app.broker.start_prewarm();
+  asio::co_spawn(ioc, app.broker.run_prewarm(), on_task_exit("prewarm"));
 
   asio::signal_set signals(ioc, SIGINT, SIGTERM, SIGHUP);
   asio::steady_timer drain_timer(ioc);
@@ -203,7 +204,7 @@ int run_daemon(const DaemonOptions& options) {
     }
     app.log.info("shutting_down", {{"signal", signo}});
     server.stop();
-    app.broker.cache().stop();
+    app.broker.stop();
     // Drain: poll until in-flight requests are answered, at most 10 s.
     auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
     std::function<void(const error_code&)> poll = [&, deadline](const error_code&) {
@@ -254,7 +255,7 @@ int run_token_command(const std::string& config_path, const std::string& resourc
                                reply.status == 200 ? stdout : stderr);
                    std::fputc('\n', reply.status == 200 ? stdout : stderr);
                    status = reply.status == 200 ? 0 : 1;
-                   app.broker.cache().stop();
+                   app.broker.stop();
                    ioc.stop();
                  });
   ioc.run();

@@ -29,7 +29,8 @@ HttpRequest build_exchange_request(const TargetConfig& target, std::string_view 
 asio::awaitable<TokenResult> exchange_assertion(HttpClient& client, const TargetConfig& target,
                                                 std::string scope, std::string assertion,
                                                 const Clock& clock) {
-  auto response = co_await client.send(build_exchange_request(target, scope, assertion));
+  HttpRequest request = build_exchange_request(target, scope, assertion);
+  auto response = co_await client.send(std::move(request));
   if (!response) co_return transport_error(response.error(), "Entra");
   if (response->status >= 300 && response->status < 400) {
     UpstreamError e;

@@ -215,9 +215,14 @@ struct HttpClient::Impl {
         conn = std::move(*connected);
       }
       bool keep_alive = false;
-      result<HttpResponse> response =
-          conn->tls ? co_await exchange(*conn->tls, *conn, request, deadline, keep_alive)
-                    : co_await exchange(*conn->plain, *conn, request, deadline, keep_alive);
+      // Not a ?: expression: GCC 12 destroys the result of a co_await inside a conditional
+      // operator twice.
+      result<HttpResponse> response = make_error_code(asio::error::not_connected);
+      if (conn->tls) {
+        response = co_await exchange(*conn->tls, *conn, request, deadline, keep_alive);
+      } else {
+        response = co_await exchange(*conn->plain, *conn, request, deadline, keep_alive);
+      }
       if (response) {
         if (keep_alive) put_idle(key, std::move(conn));
         co_return response;

@@ -197,29 +197,32 @@ bool TokenCache::all_servable(const std::vector<std::string>& keys) const {
   return true;
 }
 
+void TokenCache::refresh_due() {
+  const auto now = clock_.now();
+  while (!schedule_.empty() && schedule_.begin()->first <= now) {
+    const std::string key = schedule_.begin()->second;
+    schedule_.erase(schedule_.begin());
+    auto it = entries_.find(key);
+    if (it == entries_.end()) continue;
+    Entry& entry = it->second;
+    entry.scheduled = false;
+    if (now - entry.last_access > settings_.idle_ttl && !pinned_.contains(key)) {
+      // Nobody asked for this key lately: stop spending upstream calls on it.
+      erase(it);
+      continue;
+    }
+    if (!entry.flight && entry.fetch) start_flight(key, entry, true);
+  }
+}
+
 asio::awaitable<void> TokenCache::run_refresher() {
   while (!stopped_) {
-    const auto now = clock_.now();
-    while (!schedule_.empty() && schedule_.begin()->first <= now) {
-      const std::string key = schedule_.begin()->second;
-      schedule_.erase(schedule_.begin());
-      auto it = entries_.find(key);
-      if (it == entries_.end()) continue;
-      Entry& entry = it->second;
-      entry.scheduled = false;
-      if (now - entry.last_access > settings_.idle_ttl) {
-        // Nobody asked for this key lately: stop spending upstream calls on it.
-        erase(it);
-        continue;
-      }
-      if (!entry.flight && entry.fetch) start_flight(key, entry, true);
-    }
+    refresh_due();
     if (schedule_.empty()) {
       wakeup_.expires_at(SteadyTime::max());
     } else {
       // The clock may be a test clock: sleep in steady_clock terms for the remaining delta.
-      const auto delta = schedule_.begin()->first - clock_.now();
-      wakeup_.expires_after(delta);
+      wakeup_.expires_after(schedule_.begin()->first - clock_.now());
     }
     co_await wakeup_.async_wait(use_nothrow);
   }

@@ -17,7 +17,8 @@ class ManagedIdentitySource final : public TokenSource {
 
   asio::awaitable<TokenResult> fetch(std::string resource) override {
     const std::string_view who = config_.type == SourceType::imds ? "IMDS" : "App Service";
-    auto response = co_await client_.send(build_managed_identity_request(config_, resource));
+    HttpRequest request = build_managed_identity_request(config_, resource);
+    auto response = co_await client_.send(std::move(request));
     if (!response) co_return transport_error(response.error(), who);
     co_return parse_managed_identity_response(response->status, response->body,
                                               response->retry_after, clock_, who);

@@ -13,6 +13,8 @@
 #include "ficbroker/token_cache.hpp"
 #include "ficbroker/token_source.hpp"
 
+#include <boost/asio/steady_timer.hpp>
+
 #include <map>
 #include <memory>
 #include <string>
@@ -32,8 +34,11 @@ class Broker {
   /// The full path: resolves the query's target and answers from cache or upstream.
   asio::awaitable<Reply> answer(Route route, TokenQuery query);
 
-  /// Fetches every target's prewarm resources once (in parallel, through the cache).
-  void start_prewarm();
+  /// Keeps every target's prewarm resources cached: fetches them at start and retries (1 s, 2 s
+  /// … 30 s) until each is servable; the cache then refreshes them like any other key, and never
+  /// drops them as idle. Runs until stop().
+  asio::awaitable<void> run_prewarm();
+  void stop();
   /// True when every prewarm token is cached and servable.
   bool ready() const;
 
@@ -67,6 +72,8 @@ class Broker {
   TokenCache cache_;
   std::map<std::string, std::unique_ptr<TokenSource>> sources_;
   std::vector<std::string> prewarm_keys_;
+  asio::steady_timer prewarm_timer_;
+  bool stopped_ = false;
 };
 
 }  // namespace ficbroker

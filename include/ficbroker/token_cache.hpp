@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <set>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -66,6 +67,14 @@ class TokenCache {
 
   /// Forgets the cached token for `key` (e.g. an assertion Entra rejected as expired).
   void invalidate(std::string_view key);
+
+  /// Keeps `key` refreshed even when nobody asks for it (prewarmed keys).
+  void pin(const std::string& key) { pinned_.insert(key); }
+  void unpin_all() { pinned_.clear(); }
+
+  /// Starts background refreshes of every entry whose refresh point has passed and drops idle
+  /// ones. run_refresher() calls it; tests with a ManualClock call it directly.
+  void refresh_due();
 
   /// Runs the background refresher until stop(): sleeps until the earliest refresh point,
   /// refreshes due entries that someone asked for within idle_ttl, drops the others.
@@ -128,6 +137,7 @@ class TokenCache {
   Random random_;
   EntryMap entries_;
   std::multimap<SteadyTime, std::string> schedule_;  // refresh points, earliest first
+  std::set<std::string, std::less<>> pinned_;
   asio::steady_timer wakeup_;
   bool stopped_ = false;
   CacheStats stats_;

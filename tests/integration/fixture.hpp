@@ -1,0 +1,80 @@
+// A running emulator (IMDS + App Service + Entra over TLS) and a running ficbroker wired to it.
+#pragma once
+
+#include "http.hpp"
+#include "process.hpp"
+
+#include <boost/json.hpp>
+
+#include <gtest/gtest.h>
+
+#include <optional>
+#include <string>
+
+namespace ficbroker::testing {
+
+// Identities of the emulator's built-in world.
+inline constexpr const char* kHomeTenant = "11111111-1111-1111-1111-111111111111";
+inline constexpr const char* kTenantA = "22222222-2222-2222-2222-222222222222";
+inline constexpr const char* kTenantB = "33333333-3333-3333-3333-333333333333";
+inline constexpr const char* kTenantNoApp = "44444444-4444-4444-4444-444444444444";
+inline constexpr const char* kApp = "cccccccc-0000-0000-0000-000000000001";
+inline constexpr const char* kAppWrongFic = "cccccccc-0000-0000-0000-000000000002";
+inline constexpr const char* kUamiClientId = "aaaaaaaa-0000-0000-0000-000000000001";
+inline constexpr const char* kUamiObjectId = "bbbbbbbb-0000-0000-0000-000000000001";
+inline constexpr const char* kIdentityHeader = "integration-identity-header-0123456789";
+
+class Emulator {
+ public:
+  explicit Emulator(const TempDir& dir, std::vector<std::string> extra_args = {});
+  unsigned short http_port() const { return http_port_; }
+  unsigned short https_port() const { return https_port_; }
+  const std::string& ca_file() const { return ca_file_; }
+  boost::json::object stats() const;
+  void reset() const;
+  /// POSTs a fault rule (see the emulator's control API).
+  void fault(const boost::json::object& rule) const;
+  void settings(const boost::json::object& settings) const;
+  std::string oidc_token(const boost::json::object& request) const;
+  ChildProcess& process() { return process_; }
+
+ private:
+  ChildProcess process_;
+  unsigned short http_port_ = 0;
+  unsigned short https_port_ = 0;
+  std::string ca_file_;
+};
+
+class Broker {
+ public:
+  Broker(const TempDir& dir, const std::string& config_json, const std::string& name = "broker");
+  unsigned short port() const { return port_; }
+  Response get(const std::string& target, const Headers& headers = {}) const;
+  Response get_with_metadata(const std::string& target) const;
+  ChildProcess& process() { return process_; }
+  std::string log() const { return read_file(log_path_); }
+  const std::string& config_path() const { return config_path_; }
+
+ private:
+  ChildProcess process_;
+  unsigned short port_ = 0;
+  std::string log_path_;
+  std::string config_path_;
+};
+
+/// The default broker config for `emulator`: the UAMI as IMDS source, targets in tenants A and B,
+/// a target whose app's FIC does not trust the UAMI, one in a tenant without the app.
+std::string default_config(const Emulator& emulator, const std::string& extra_top_level = "");
+
+/// Decodes a JWT's claims (test-side, independent of ficbroker's decoder).
+boost::json::object jwt_claims(const std::string& token);
+
+class BrokerTest : public ::testing::Test {
+ protected:
+  void SetUp() override;
+  TempDir dir_;
+  std::optional<Emulator> emulator_;
+  std::optional<Broker> broker_;
+};
+
+}  // namespace ficbroker::testing
