@@ -1,74 +1,115 @@
 #include "ficbroker/http_server.hpp"
 
+#include "ficbroker/http_parser.hpp"
+
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
 #include <boost/asio/steady_timer.hpp>
-#include <boost/beast/core.hpp>
-#include <boost/beast/http.hpp>
+#include <boost/asio/write.hpp>
 
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
+#include <charconv>
+#include <cstring>
 #include <list>
 
 namespace ficbroker {
-namespace http = beast::http;
 using tcp = asio::ip::tcp;
 using unix_socket = asio::local::stream_protocol;
+using SessionClock = std::chrono::steady_clock;
 
 namespace {
 
-std::optional<std::string_view> header(const http::request<http::string_body>& req,
-                                       http::field field) {
-  const auto it = req.find(field);
-  if (it == req.end()) return std::nullopt;
-  return std::string_view(it->value().data(), it->value().size());
+std::string_view reason_phrase(unsigned status) {
+  switch (status) {
+    case 200: return "OK";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 413: return "Content Too Large";
+    case 415: return "Unsupported Media Type";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 505: return "HTTP Version Not Supported";
+    default: return "Unknown";
+  }
 }
 
-std::optional<std::string_view> header(const http::request<http::string_body>& req,
-                                       std::string_view name) {
-  const auto it = req.find(beast::string_view(name.data(), name.size()));
-  if (it == req.end()) return std::nullopt;
-  return std::string_view(it->value().data(), it->value().size());
+void append_number(std::string& out, std::uint64_t n) {
+  char buf[24];
+  const auto [ptr, ec] = std::to_chars(buf, buf + sizeof buf, n);
+  out.append(buf, ptr);
+}
+
+// The response head, built into a string whose capacity the connection keeps between requests.
+void build_head(std::string& head, const Reply& reply, bool keep_alive, bool http10) {
+  head.clear();
+  head.append(http10 ? "HTTP/1.0 " : "HTTP/1.1 ");
+  append_number(head, reply.status);
+  head.push_back(' ');
+  head.append(reason_phrase(reply.status));
+  head.append("\r\nContent-Type: ");
+  head.append(reply.content_type);
+  head.append("\r\nContent-Length: ");
+  append_number(head, reply.body.size());
+  head.append("\r\nCache-Control: no-store\r\n");
+  if (reply.retry_after_seconds > 0) {
+    head.append("Retry-After: ");
+    append_number(head, static_cast<std::uint64_t>(reply.retry_after_seconds));
+    head.append("\r\n");
+  }
+  if (!keep_alive) {
+    head.append("Connection: close\r\n");
+  } else if (http10) {
+    head.append("Connection: keep-alive\r\n");
+  }
+  head.append("\r\n");
 }
 
 }  // namespace
 
 struct HttpServer::Impl : std::enable_shared_from_this<Impl> {
-  // A live connection, so stop() can close the ones that are waiting for a request.
+  // A live connection: its deadline is enforced by one watchdog for all connections, so no
+  // read or write arms a timer of its own.
   struct Session {
     std::function<void()> close;
+    SessionClock::time_point deadline = SessionClock::time_point::max();
     bool busy = false;
   };
 
   asio::any_io_executor executor;
   Handler handler;
   ServerLimits limits;
+  ParseLimits parse_limits;
   Logger& log;
   Metrics& metrics;
   std::vector<std::unique_ptr<tcp::acceptor>> tcp_acceptors;
   std::vector<std::unique_ptr<unix_socket::acceptor>> unix_acceptors;
   std::list<Session> sessions;
+  asio::steady_timer watchdog;
+  bool watchdog_running = false;
   bool stopping = false;
 
   Impl(asio::any_io_executor ex, Handler h, ServerLimits l, Logger& lg, Metrics& m)
-      : executor(std::move(ex)), handler(std::move(h)), limits(l), log(lg), metrics(m) {}
-
-  static http::response<http::string_body> make_response(const Reply& reply, unsigned version,
-                                                         bool keep_alive) {
-    http::response<http::string_body> res{static_cast<http::status>(reply.status), version};
-    res.set(http::field::content_type, reply.content_type);
-    res.set(http::field::cache_control, "no-store");
-    if (reply.retry_after_seconds > 0) {
-      res.set(http::field::retry_after, std::to_string(reply.retry_after_seconds));
-    }
-    res.keep_alive(keep_alive);
-    res.body() = reply.body;
-    res.prepare_payload();
-    return res;
+      : executor(ex),
+        handler(std::move(h)),
+        limits(l),
+        log(lg),
+        metrics(m),
+        watchdog(ex) {
+    parse_limits.max_header_bytes = limits.max_header_bytes;
+    parse_limits.max_body_bytes = limits.max_body_bytes;
   }
 
   auto log_exit(const char* what) {
@@ -82,101 +123,119 @@ struct HttpServer::Impl : std::enable_shared_from_this<Impl> {
     };
   }
 
-  template <class Protocol>
-  asio::awaitable<void> run_session(typename Protocol::socket socket) {
-    beast::basic_stream<Protocol, asio::any_io_executor, beast::unlimited_rate_policy> stream(
-        std::move(socket));
+  asio::awaitable<void> run_watchdog() {
+    auto self = shared_from_this();
+    while (!stopping || !sessions.empty()) {
+      watchdog.expires_after(std::chrono::milliseconds(200));
+      co_await watchdog.async_wait(use_nothrow);
+      const auto now = SessionClock::now();
+      for (auto& s : sessions) {
+        if (!s.busy && s.deadline < now) s.close();
+      }
+      if (stopping && sessions.empty()) break;
+    }
+  }
+
+  void ensure_watchdog() {
+    if (watchdog_running) return;
+    watchdog_running = true;
+    asio::co_spawn(executor, run_watchdog(), [self = shared_from_this()](std::exception_ptr) {
+      self->watchdog_running = false;
+    });
+  }
+
+  template <class Socket>
+  asio::awaitable<void> run_session(Socket socket) {
     auto self = shared_from_this();
     sessions.push_back(Session{});
-    auto me = std::prev(sessions.end());
-    me->close = [&stream] { stream.close(); };
+    const auto me = std::prev(sessions.end());
+    me->close = [&socket] {
+      error_code ignored;
+      socket.close(ignored);
+    };
+    me->deadline = SessionClock::now() + limits.header_timeout;
     metrics.set_connections(static_cast<std::int64_t>(sessions.size()));
 
-    beast::flat_buffer buffer(limits.max_header_bytes + limits.max_body_bytes);
-    bool first = true;
-    while (!stopping) {
-      http::request_parser<http::string_body> parser;
-      parser.header_limit(static_cast<std::uint32_t>(limits.max_header_bytes));
-      parser.body_limit(limits.max_body_bytes);
-      stream.expires_after(first ? limits.header_timeout : limits.idle_timeout);
-      first = false;
-      me->busy = false;
-      auto [read_ec, read_bytes] = co_await http::async_read(stream, buffer, parser, use_nothrow);
-      if (read_ec) {
-        unsigned status = 0;
-        if (read_ec == http::error::header_limit) {
-          status = 431;
-        } else if (read_ec == http::error::body_limit) {
-          status = 413;
-        } else if (read_ec.category() == make_error_code(http::error::end_of_stream).category() &&
-                   read_ec != http::error::end_of_stream && read_ec != http::error::partial_message) {
-          status = 400;
-        }
-        if (status != 0) {
-          // Tell a broken client why, then hang up: its stream position is unknown now.
-          Reply reply = error_reply(status, "invalid_request",
-                                    status == 431   ? "request headers too large"
-                                    : status == 413 ? "request body too large"
-                                                    : "malformed HTTP request",
-                                    Route::none);
-          metrics.count_request(Route::none, status);
-          auto res = make_response(reply, 11, false);
-          stream.expires_after(limits.write_timeout);
-          co_await http::async_write(stream, res, use_nothrow);
-        }
+    const std::size_t capacity = limits.max_header_bytes + limits.max_body_bytes;
+    std::unique_ptr<char[]> storage(new char[capacity]);
+    std::size_t used = 0;
+    std::string head;
+    head.reserve(256);
+    while (true) {
+      ParseResult parsed = parse_request(std::string_view(storage.get(), used), parse_limits);
+      if (parsed.status == ParseStatus::incomplete) {
+        if (stopping && used == 0) break;
+        auto [ec, n] = co_await socket.async_read_some(
+            asio::buffer(storage.get() + used, capacity - used), use_nothrow);
+        if (ec) break;  // closed by the peer, or by the watchdog at the deadline
+        // A request has started: all of it must arrive within the header timeout (slowloris).
+        if (used == 0) me->deadline = SessionClock::now() + limits.header_timeout;
+        used += n;
+        continue;
+      }
+      if (parsed.status != ParseStatus::complete) {
+        // Tell a broken client why, then hang up: its position in the stream is unknown.
+        const unsigned status = http_status_for(parsed.status);
+        Reply reply = error_reply(status, "invalid_request", parsed.reason, Route::none);
+        metrics.count_request(Route::none, status);
+        build_head(head, reply, false, false);
+        me->deadline = SessionClock::now() + limits.write_timeout;
+        const std::array buffers{asio::buffer(head), asio::buffer(reply.body)};
+        co_await asio::async_write(socket, buffers, use_nothrow);
         break;
       }
       me->busy = true;
-      const auto started = std::chrono::steady_clock::now();
-      auto& req = parser.get();
-      RequestView view;
-      view.method = std::string_view(req.method_string().data(), req.method_string().size());
-      view.target = std::string_view(req.target().data(), req.target().size());
-      view.host = header(req, http::field::host);
-      view.metadata = header(req, "Metadata");
-      view.identity_header = header(req, "X-IDENTITY-HEADER");
-      view.secret = header(req, "secret");
-      view.forwarded = req.find("X-Forwarded-For") != req.end() ||
-                       req.find(http::field::forwarded) != req.end();
-      view.content_type = header(req, http::field::content_type).value_or(std::string_view{});
-      view.body = req.body();
-      Reply reply = co_await handler(view);
-      const bool keep_alive = req.keep_alive() && !stopping;
-      auto res = make_response(reply, req.version(), keep_alive);
-      if (req.method() == http::verb::head) res.body().clear();
-      metrics.observe_request(
-          std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
-      stream.expires_after(limits.write_timeout);
-      auto [write_ec, written] = co_await http::async_write(stream, res, use_nothrow);
+      const auto started = SessionClock::now();
+      const ParsedRequest& request = parsed.request;
+      Reply reply = co_await handler(request.view);
+      me->busy = false;
+      const bool keep_alive = request.keep_alive && !stopping;
+      const bool http10 = false;
+      build_head(head, reply, keep_alive, http10);
+      metrics.observe_request(std::chrono::duration<double>(SessionClock::now() - started).count());
+      me->deadline = SessionClock::now() + limits.write_timeout;
+      std::array buffers{asio::buffer(head), asio::buffer(reply.body)};
+      if (request.head) buffers[1] = asio::buffer(reply.body.data(), 0);
+      auto [write_ec, written] = co_await asio::async_write(socket, buffers, use_nothrow);
       if (write_ec || !keep_alive) break;
+      // Keep whatever the client pipelined after this request.
+      const std::size_t rest = used - request.total_bytes;
+      if (rest > 0) std::memmove(storage.get(), storage.get() + request.total_bytes, rest);
+      used = rest;
+      me->deadline = SessionClock::now() + (used > 0 ? limits.header_timeout : limits.idle_timeout);
     }
     error_code ignored;
-    stream.socket().shutdown(Protocol::socket::shutdown_send, ignored);
+    socket.shutdown(Socket::shutdown_send, ignored);
+    socket.close(ignored);
     sessions.erase(me);
     metrics.set_connections(static_cast<std::int64_t>(sessions.size()));
   }
 
-  template <class Protocol>
-  asio::awaitable<void> reject_overload(typename Protocol::socket socket) {
-    // Over the connection limit: a short, canned answer beats a silent hang.
-    beast::basic_stream<Protocol, asio::any_io_executor, beast::unlimited_rate_policy> stream(
-        std::move(socket));
+  template <class Socket>
+  asio::awaitable<void> reject_overload(Socket socket) {
+    // Over the connection limit: a short, canned answer beats a silent hang. The write is small
+    // enough for the socket buffer, so it completes at once or not at all.
     Reply reply = error_reply(503, "temporarily_unavailable",
                               "too many connections; retry shortly", Route::none, 1);
-    auto res = make_response(reply, 11, false);
-    stream.expires_after(std::chrono::seconds(1));
-    co_await http::async_write(stream, res, use_nothrow);
+    std::string head;
+    build_head(head, reply, false, false);
+    error_code ec;
+    socket.non_blocking(true, ec);
+    const std::array buffers{asio::buffer(head), asio::buffer(reply.body)};
+    socket.write_some(buffers, ec);
+    socket.close(ec);
+    co_return;
   }
 
-  void spawn_session_tcp(tcp::socket socket) {
-    error_code ignored;
-    socket.set_option(tcp::no_delay(true), ignored);
+  template <class Socket>
+  void start_session(Socket socket) {
     if (sessions.size() >= limits.max_connections) {
       metrics.count_connection_rejected();
-      asio::co_spawn(executor, reject_overload<tcp>(std::move(socket)), log_exit("overload"));
+      asio::co_spawn(executor, reject_overload(std::move(socket)), log_exit("overload"));
       return;
     }
-    asio::co_spawn(executor, run_session<tcp>(std::move(socket)), log_exit("session"));
+    ensure_watchdog();
+    asio::co_spawn(executor, run_session(std::move(socket)), log_exit("session"));
   }
 
   asio::awaitable<void> accept_tcp(tcp::acceptor& acceptor) {
@@ -191,7 +250,9 @@ struct HttpServer::Impl : std::enable_shared_from_this<Impl> {
         co_await backoff.async_wait(use_nothrow);
         continue;
       }
-      spawn_session_tcp(std::move(socket));
+      error_code ignored;
+      socket.set_option(tcp::no_delay(true), ignored);
+      start_session(std::move(socket));
     }
   }
 
@@ -215,16 +276,10 @@ struct HttpServer::Impl : std::enable_shared_from_this<Impl> {
         if (!ok) {
           log.warn("peer_refused", {{"uid", static_cast<std::int64_t>(cred.uid)}});
           metrics.count_connection_rejected();
-          continue;  // the socket closes as it goes out of scope
+          continue;  // the socket closes as it goes out of scope, before anything is read
         }
       }
-      if (sessions.size() >= limits.max_connections) {
-        metrics.count_connection_rejected();
-        asio::co_spawn(executor, reject_overload<unix_socket>(std::move(socket)),
-                       log_exit("overload"));
-        continue;
-      }
-      asio::co_spawn(executor, run_session<unix_socket>(std::move(socket)), log_exit("session"));
+      start_session(std::move(socket));
     }
   }
 };
