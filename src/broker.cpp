@@ -68,6 +68,7 @@ Broker::Broker(asio::any_io_executor executor, std::shared_ptr<const Config> con
       log_(log),
       metrics_(metrics),
       cache_(executor, clock, cache_settings(*config_), make_random()),
+      imds_budget_(executor, 20.0, 20, 5),
       prewarm_timer_(executor) {
   build_sources();
 }
@@ -173,10 +174,16 @@ asio::awaitable<Reply> Broker::answer(Route route, TokenQuery query) {
   co_return token_reply(route, *result, query, source.client_id);
 }
 
-asio::awaitable<TokenResult> Broker::fetch_from_source(std::string source_name,
-                                                       std::string resource) {
+asio::awaitable<void> Broker::sleep_for(std::chrono::milliseconds delay) {
+  asio::steady_timer timer(executor_, delay);
+  co_await timer.async_wait(use_nothrow);
+}
+
+asio::awaitable<TokenResult> Broker::fetch_from_source_once(const std::string& source_name,
+                                                            const std::string& resource) {
   const auto it = sources_.find(source_name);
-  if (it == sources_.end()) {
+  const auto* config = config_->source(source_name);
+  if (it == sources_.end() || !config) {
     UpstreamError e;
     e.kind = UpstreamError::Kind::permanent;
     e.status = 400;
@@ -184,24 +191,43 @@ asio::awaitable<TokenResult> Broker::fetch_from_source(std::string source_name,
     e.description = "source '" + source_name + "' is no longer configured";
     co_return e;
   }
-  const auto* config = config_->source(source_name);
-  const std::string_view kind = config ? source_kind(config->type) : "file";
+  const bool imds = config->type == SourceType::imds;
+  const std::string_view kind = source_kind(config->type);
+  if (imds) co_await imds_budget_.acquire();
   const auto start = std::chrono::steady_clock::now();
   TokenResult result = co_await it->second->fetch(resource);
+  if (imds) imds_budget_.release();
   metrics_.observe_upstream(kind, "", seconds_since(start), result.has_value());
   if (!result) {
-    UpstreamError e = result.error();
+    const UpstreamError& e = result.error();
     metrics_.count_upstream_failure(kind, error_class(e));
     log_.warn("upstream_failure", {{"upstream", kind},
                                    {"source", source_name},
                                    {"resource", resource},
-                                   {"status", e.status},
+                                   {"status", e.upstream_status},
                                    {"error", e.error},
                                    {"description", e.description}});
-    e.description = "source '" + source_name + "' could not get a token: " + e.description;
-    co_return e;
   }
   co_return result;
+}
+
+asio::awaitable<TokenResult> Broker::fetch_from_source(std::string source_name,
+                                                       std::string resource) {
+  const auto started = std::chrono::steady_clock::now();
+  for (int attempt = 1;; ++attempt) {
+    TokenResult result = co_await fetch_from_source_once(source_name, resource);
+    if (result) co_return result;
+    UpstreamError e = result.error();
+    const auto elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(
+        std::chrono::steady_clock::now() - started);
+    const auto delay =
+        retry_.next_delay(Upstream::managed_identity, e, e.upstream_status, attempt, elapsed);
+    if (!delay || stopped_) {
+      e.description = "source '" + source_name + "' could not get a token: " + e.description;
+      co_return e;
+    }
+    co_await sleep_for(*delay);
+  }
 }
 
 asio::awaitable<TokenResult> Broker::fetch_assertion(TargetConfig target) {
@@ -217,7 +243,9 @@ asio::awaitable<TokenResult> Broker::fetch_assertion(TargetConfig target) {
 }
 
 asio::awaitable<TokenResult> Broker::fetch_exchanged(TargetConfig target, std::string scope) {
-  for (int attempt = 0;; ++attempt) {
+  const auto started = std::chrono::steady_clock::now();
+  bool fresh_assertion_tried = false;
+  for (int attempt = 1;; ++attempt) {
     TokenResult assertion = co_await fetch_assertion(target);
     if (!assertion) co_return assertion.error();
     const auto start = std::chrono::steady_clock::now();
@@ -240,20 +268,29 @@ asio::awaitable<TokenResult> Broker::fetch_exchanged(TargetConfig target, std::s
                                    {"tenant", target.tenant_id},
                                    {"app", target.client_id},
                                    {"scope", scope},
-                                   {"status", e.status},
+                                   {"status", e.upstream_status},
                                    {"error", e.error},
                                    {"aadsts", e.aadsts},
                                    {"correlation_id", e.correlation_id}});
     if (e.kind == UpstreamError::Kind::assertion_rejected) {
-      // The assertion was outside its valid time (clock skew, a revoked or stale MI token):
-      // a fresh one may well work, once.
+      // The assertion was outside its valid time (clock skew, a stale MI token): a fresh one
+      // may well work — once.
       cache_.invalidate(assertion_key(target));
-      if (attempt == 0) continue;
+      if (!fresh_assertion_tried) {
+        fresh_assertion_tried = true;
+        continue;
+      }
       e.kind = UpstreamError::Kind::permanent;
     }
-    e.description = "token exchange in tenant '" + target.tenant_id + "' for app '" +
-                    target.client_id + "' failed: " + e.description;
-    co_return e;
+    const auto elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(
+        std::chrono::steady_clock::now() - started);
+    const auto delay = retry_.next_delay(Upstream::entra, e, e.upstream_status, attempt, elapsed);
+    if (!delay || stopped_) {
+      e.description = "token exchange in tenant '" + target.tenant_id + "' for app '" +
+                      target.client_id + "' failed: " + e.description;
+      co_return e;
+    }
+    co_await sleep_for(*delay);
   }
 }
 

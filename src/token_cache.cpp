@@ -3,16 +3,16 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/post.hpp>
 
+#include <algorithm>
 #include <exception>
+#include <vector>
 
 namespace ficbroker {
 
 struct TokenCache::Flight {
-  explicit Flight(asio::any_io_executor ex) : done(std::move(ex)) {
-    done.expires_at(SteadyTime::max());
-  }
-  // Used as a condition variable: cancelled when `result` is set.
-  asio::steady_timer done;
+  // Each waiter's own timer, armed with its deadline and cancelled when `result` is set: a
+  // condition variable with a timeout per waiter.
+  std::vector<asio::steady_timer*> waiters;
   std::optional<TokenResult> result;
 };
 
@@ -66,16 +66,29 @@ asio::awaitable<TokenResult> TokenCache::get(std::string key, Fetch fetch) {
     ++stats_.misses;
     flight = start_flight(key, entry, false);
   }
-  while (!flight->result) {
-    // Cancelled (woken) by complete_flight; the predicate tells a wake-up from anything else.
-    co_await flight->done.async_wait(use_nothrow);
+  if (!flight->result) {
+    asio::steady_timer wake(executor_);
+    wake.expires_after(settings_.max_wait);
+    flight->waiters.push_back(&wake);
+    // Woken early by complete_flight (cancel); otherwise the deadline passed.
+    co_await wake.async_wait(use_nothrow);
+    std::erase(flight->waiters, &wake);
+  }
+  if (!flight->result) {
+    UpstreamError e;
+    e.kind = UpstreamError::Kind::transient;
+    e.status = 503;
+    e.error = "temporarily_unavailable";
+    e.description = "the upstream is slow to answer; the token is still being fetched";
+    e.retry_after_seconds = 2;
+    co_return e;
   }
   co_return *flight->result;
 }
 
 std::shared_ptr<TokenCache::Flight> TokenCache::start_flight(const std::string& key, Entry& entry,
                                                              bool background) {
-  auto flight = std::make_shared<Flight>(executor_);
+  auto flight = std::make_shared<Flight>();
   entry.flight = flight;
   ++stats_.fetches;
   if (background) ++stats_.refreshes;
@@ -134,7 +147,7 @@ void TokenCache::complete_flight(const std::string& key, const std::shared_ptr<F
     }
   }
   flight->result = std::move(result);
-  flight->done.cancel();
+  for (auto* waiter : flight->waiters) waiter->cancel();
 }
 
 void TokenCache::schedule(const std::string& key, Entry& entry, SteadyTime when) {

@@ -53,6 +53,7 @@ std::string first_line(std::string_view text, std::size_t limit = 600) {
 
 UpstreamError status_error(unsigned status, std::string_view retry_after, std::string_view who) {
   UpstreamError e;
+  e.upstream_status = status;
   e.retry_after_seconds = parse_retry_after(retry_after);
   if (status == 429) {
     e.kind = UpstreamError::Kind::throttled;
@@ -78,6 +79,7 @@ UpstreamError status_error(unsigned status, std::string_view retry_after, std::s
 
 UpstreamError malformed(std::string_view who, std::string_view what) {
   UpstreamError e;
+  e.upstream_status = 200;
   e.kind = UpstreamError::Kind::transient;
   e.status = 503;
   e.error = "temporarily_unavailable";

@@ -11,7 +11,9 @@
 #include "ficbroker/metrics.hpp"
 #include "ficbroker/router.hpp"
 #include "ficbroker/token_cache.hpp"
+#include "ficbroker/retry_policy.hpp"
 #include "ficbroker/token_source.hpp"
+#include "ficbroker/upstream_budget.hpp"
 
 #include <boost/asio/steady_timer.hpp>
 
@@ -58,6 +60,9 @@ class Broker {
   asio::awaitable<TokenResult> fetch_exchanged(TargetConfig target, std::string scope);
   asio::awaitable<TokenResult> fetch_assertion(TargetConfig target);
   asio::awaitable<TokenResult> fetch_from_source(std::string source_name, std::string resource);
+  asio::awaitable<TokenResult> fetch_from_source_once(const std::string& source_name,
+                                                      const std::string& resource);
+  asio::awaitable<void> sleep_for(std::chrono::milliseconds delay);
   Reply token_reply(Route route, const Token& token, const TokenQuery& query,
                     std::string_view client_id) const;
   Reply error_from(Route route, const UpstreamError& error) const;
@@ -72,6 +77,8 @@ class Broker {
   TokenCache cache_;
   std::map<std::string, std::unique_ptr<TokenSource>> sources_;
   std::vector<std::string> prewarm_keys_;
+  RetryPolicy retry_;
+  UpstreamBudget imds_budget_;  // IMDS: 20 requests/s and 5 concurrent per VM
   asio::steady_timer prewarm_timer_;
   bool stopped_ = false;
 };

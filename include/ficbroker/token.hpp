@@ -37,6 +37,7 @@ struct UpstreamError {
   int retry_after_seconds = 0;  // 0: none
   int aadsts = 0;
   std::string correlation_id;
+  unsigned upstream_status = 0;  // the upstream's HTTP status; 0 for transport failures
 };
 
 /// Lets boost::system::result<T, UpstreamError>::value() throw on misuse.

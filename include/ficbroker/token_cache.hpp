@@ -43,6 +43,9 @@ struct CacheSettings {
   /// How long a permanent failure is remembered, so a misconfigured app cannot turn every
   /// request into an upstream call.
   std::chrono::seconds negative_ttl{30};
+  /// How long a caller waits for an upstream fetch before it is told to retry (503 with
+  /// Retry-After); the fetch itself goes on and fills the cache for the retry.
+  std::chrono::milliseconds max_wait{20000};
 };
 
 class TokenCache {
