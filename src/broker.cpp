@@ -337,6 +337,30 @@ void Broker::stop() {
 bool Broker::ready() const { return cache_.all_servable(prewarm_keys_); }
 
 void Broker::reload(std::shared_ptr<const Config> config) {
+  // Tokens are keyed by tenant, app and scope. A target whose source, authority or exchange
+  // audience changed would otherwise keep serving tokens minted the old way: forget those.
+  for (const auto& old_target : config_->targets) {
+    bool unchanged = false;
+    for (const auto& t : config->targets) {
+      if (t.tenant_id == old_target.tenant_id && t.client_id == old_target.client_id) {
+        const auto* old_source = config_->source(old_target.source);
+        const auto* new_source = config->source(t.source);
+        unchanged = t.source == old_target.source &&
+                    t.authority_host.host_header() == old_target.authority_host.host_header() &&
+                    t.authority_host.scheme == old_target.authority_host.scheme &&
+                    t.exchange_audience == old_target.exchange_audience && old_source &&
+                    new_source && old_source->endpoint.host_header() == new_source->endpoint.host_header() &&
+                    old_source->client_id == new_source->client_id &&
+                    old_source->object_id == new_source->object_id &&
+                    old_source->resource_id == new_source->resource_id &&
+                    old_source->path == new_source->path;
+      }
+    }
+    if (!unchanged) {
+      cache_.invalidate_prefix(token_key(old_target, ""));
+      cache_.invalidate(assertion_key(old_target));
+    }
+  }
   config_ = std::move(config);
   build_sources();
 }

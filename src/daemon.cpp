@@ -24,13 +24,24 @@
 namespace ficbroker {
 namespace {
 
+ProxySettings proxy_settings(Logger& log) {
+  std::string error;
+  ProxySettings proxy = proxy_from_env(process_env(), &error);
+  if (!error.empty()) log.warn("proxy_ignored", {{"reason", error}});
+  if (proxy.https_proxy) {
+    log.info("proxy", {{"https_proxy", proxy.https_proxy->host_header()},
+                       {"no_proxy_entries", static_cast<std::int64_t>(proxy.no_proxy.size())}});
+  }
+  return proxy;
+}
+
 /// Everything one running broker is made of. Declared after the io_context in every caller so
 /// that it is destroyed first (pending coroutines reference it).
 struct App {
   App(asio::io_context& ioc, std::shared_ptr<const Config> cfg)
       : log(parse_log_level(cfg->log_level)),
         tls(make_client_tls_context(cfg->ca_file)),
-        client(ioc.get_executor(), *tls, ClientLimits{}),
+        client(ioc.get_executor(), *tls, ClientLimits{}, proxy_settings(log)),
         broker(ioc.get_executor(), cfg, client, clock, log, metrics) {
     apply_settings(*cfg);
   }

@@ -1,11 +1,13 @@
 #include "ficbroker/http_client.hpp"
 
+#include "ficbroker/encoding.hpp"
 #include "ficbroker/error.hpp"
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
@@ -81,6 +83,59 @@ bool set_sni(SSL* ssl_handle, const std::string& host) {
 
 }  // namespace
 
+ProxySettings proxy_from_env(
+    const std::function<std::optional<std::string>(std::string_view)>& env, std::string* error) {
+  ProxySettings settings;
+  auto proxy = env("HTTPS_PROXY");
+  if (!proxy || proxy->empty()) proxy = env("https_proxy");
+  if (proxy && !proxy->empty()) {
+    auto url = parse_url(*proxy);
+    if (url && !url->is_https()) {
+      settings.https_proxy = url;
+    } else if (error) {
+      *error = "HTTPS_PROXY must be http://host[:port] (no credentials); ignoring it";
+    }
+  }
+  auto no_proxy = env("NO_PROXY");
+  if (!no_proxy || no_proxy->empty()) no_proxy = env("no_proxy");
+  if (no_proxy) {
+    std::string_view list = *no_proxy;
+    while (!list.empty()) {
+      const auto comma = list.find(',');
+      std::string entry = ascii_lower(list.substr(0, comma));
+      entry.erase(0, entry.find_first_not_of(" \t"));
+      entry.erase(entry.find_last_not_of(" \t") + 1);
+      if (!entry.empty()) settings.no_proxy.push_back(entry);
+      if (comma == std::string_view::npos) break;
+      list.remove_prefix(comma + 1);
+    }
+  }
+  return settings;
+}
+
+bool use_proxy(const ProxySettings& proxy, const Url& target) {
+  if (!proxy.https_proxy || !target.is_https() || is_loopback_or_link_local(target.host)) {
+    return false;
+  }
+  for (const auto& entry : proxy.no_proxy) {
+    if (entry == "*") return false;
+    std::string_view e = entry;
+    if (!e.empty() && e.front() == '.') e.remove_prefix(1);
+    // host:port entries match the port too
+    if (const auto colon = e.rfind(':'); colon != std::string_view::npos && e.find(']') == std::string_view::npos &&
+        e.find(':') == colon) {
+      if (e.substr(colon + 1) != std::to_string(target.port)) continue;
+      e = e.substr(0, colon);
+    }
+    const std::string_view host = target.host;
+    if (host == e) return false;
+    if (host.size() > e.size() && host.ends_with(e) && host[host.size() - e.size() - 1] == '.') {
+      return false;
+    }
+  }
+  return true;
+}
+
 std::unique_ptr<ssl::context> make_client_tls_context(const std::string& ca_file) {
   auto ctx = std::make_unique<ssl::context>(ssl::context::tls_client);
   ctx->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
@@ -95,6 +150,7 @@ struct HttpClient::Impl {
   asio::any_io_executor executor;
   ssl::context& tls;
   ClientLimits limits;
+  ProxySettings proxy;
   std::map<std::string, std::deque<std::unique_ptr<Connection>>> idle;
   std::uint64_t opened = 0;
 
@@ -138,10 +194,40 @@ struct HttpClient::Impl {
     co_return state->results;
   }
 
+  // Opens a CONNECT tunnel through the proxy to `url`; the stream then speaks to the target.
+  asio::awaitable<error_code> open_tunnel(beast::tcp_stream& stream, const Url& url,
+                                          Deadline deadline) {
+    const std::string authority = url.host_header().find(':') == std::string::npos
+                                      ? url.host_header() + ":" + std::to_string(url.port)
+                                      : url.host_header();
+    const std::string request =
+        "CONNECT " + authority + " HTTP/1.1\r\nHost: " + authority + "\r\n\r\n";
+    stream.expires_at(deadline);
+    auto [write_ec, written] =
+        co_await asio::async_write(stream, asio::buffer(request), use_nothrow);
+    if (write_ec) co_return map_error(write_ec);
+    // Read the proxy's answer byte-wise up to the blank line: nothing of the tunnel may be
+    // consumed into a buffer the TLS layer would not see.
+    std::string head;
+    char c = 0;
+    while (head.size() < 8192 && !head.ends_with("\r\n\r\n")) {
+      auto [read_ec, n] = co_await stream.async_read_some(asio::buffer(&c, 1), use_nothrow);
+      if (read_ec) co_return map_error(read_ec);
+      head.push_back(c);
+    }
+    if (!head.ends_with("\r\n\r\n") ||
+        !(head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200"))) {
+      co_return make_error_code(asio::error::connection_refused);
+    }
+    co_return error_code{};
+  }
+
   asio::awaitable<result<std::unique_ptr<Connection>>> connect(const Url& url, Deadline deadline) {
     const auto connect_deadline =
         std::min(deadline, std::chrono::steady_clock::now() + limits.connect_timeout);
-    auto endpoints = co_await resolve(url, connect_deadline);
+    const bool proxied = use_proxy(proxy, url);
+    const Url& first_hop = proxied ? *proxy.https_proxy : url;
+    auto endpoints = co_await resolve(first_hop, connect_deadline);
     if (!endpoints) co_return endpoints.error();
     auto conn = std::make_unique<Connection>(limits.max_response_header + limits.max_response_body);
     beast::tcp_stream stream(executor);
@@ -151,6 +237,9 @@ struct HttpClient::Impl {
     ++opened;
     error_code ignored;
     stream.socket().set_option(tcp::no_delay(true), ignored);
+    if (proxied) {
+      if (auto tunnel_ec = co_await open_tunnel(stream, url, connect_deadline)) co_return tunnel_ec;
+    }
     if (!url.is_https()) {
       conn->plain = std::make_unique<beast::tcp_stream>(std::move(stream));
       co_return conn;
@@ -235,8 +324,10 @@ struct HttpClient::Impl {
   }
 };
 
-HttpClient::HttpClient(asio::any_io_executor executor, ssl::context& tls, ClientLimits limits)
-    : impl_(std::make_unique<Impl>(Impl{std::move(executor), tls, limits, {}, 0})) {}
+HttpClient::HttpClient(asio::any_io_executor executor, ssl::context& tls, ClientLimits limits,
+                       ProxySettings proxy)
+    : impl_(std::make_unique<Impl>(
+          Impl{std::move(executor), tls, limits, std::move(proxy), {}, 0})) {}
 
 HttpClient::~HttpClient() = default;
 

@@ -191,6 +191,14 @@ void TokenCache::invalidate(std::string_view key) {
   unschedule(it->second);
 }
 
+void TokenCache::invalidate_prefix(std::string_view prefix) {
+  for (auto it = entries_.begin(); it != entries_.end();) {
+    auto next = std::next(it);
+    if (std::string_view(it->first).starts_with(prefix) && !it->second.flight) erase(it);
+    it = next;
+  }
+}
+
 void TokenCache::wake_refresher() { wakeup_.cancel(); }
 
 void TokenCache::stop() {

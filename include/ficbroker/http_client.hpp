@@ -11,6 +11,8 @@
 #include <boost/asio/any_io_executor.hpp>
 
 #include <chrono>
+#include <functional>
+#include <optional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -46,13 +48,29 @@ struct ClientLimits {
   std::chrono::seconds idle_keepalive{30};
 };
 
+/// Where HTTPS calls go through a CONNECT tunnel. Plain-http calls (IMDS, App Service, loopback)
+/// never do: IMDS must not be reached through a proxy.
+struct ProxySettings {
+  std::optional<Url> https_proxy;     // http://host:port
+  std::vector<std::string> no_proxy;  // hosts, domain suffixes (".example.com"), or "*"
+};
+
+/// Reads HTTPS_PROXY/https_proxy and NO_PROXY/no_proxy. A proxy URL that is not
+/// `http://host[:port]` is ignored (and reported through `error`).
+ProxySettings proxy_from_env(const std::function<std::optional<std::string>(std::string_view)>& env,
+                             std::string* error = nullptr);
+
+/// Whether a request to `target` goes through the proxy.
+bool use_proxy(const ProxySettings& proxy, const Url& target);
+
 /// Builds the one TLS client context: system trust store plus `ca_file` (PEM) when given.
 /// Throws on failure (start-up only).
 std::unique_ptr<asio::ssl::context> make_client_tls_context(const std::string& ca_file);
 
 class HttpClient {
  public:
-  HttpClient(asio::any_io_executor executor, asio::ssl::context& tls, ClientLimits limits);
+  HttpClient(asio::any_io_executor executor, asio::ssl::context& tls, ClientLimits limits,
+             ProxySettings proxy = {});
   ~HttpClient();
   HttpClient(const HttpClient&) = delete;
   HttpClient& operator=(const HttpClient&) = delete;

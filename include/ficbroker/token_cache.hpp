@@ -71,6 +71,9 @@ class TokenCache {
   /// Forgets the cached token for `key` (e.g. an assertion Entra rejected as expired).
   void invalidate(std::string_view key);
 
+  /// Forgets every key that starts with `prefix`, in flight or not.
+  void invalidate_prefix(std::string_view prefix);
+
   /// Keeps `key` refreshed even when nobody asks for it (prewarmed keys).
   void pin(const std::string& key) { pinned_.insert(key); }
   void unpin_all() { pinned_.clear(); }
