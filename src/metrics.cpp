@@ -173,7 +173,9 @@ std::string Metrics::render(const TokenCache& cache, bool ready) const {
       out.append(",app=");
       append_label_value(out, l.b);
       out.append(",resource=");
-      append_label_value(out, l.c);
+      std::string_view resource = l.c;
+      if (resource.ends_with("/.default")) resource.remove_suffix(9);
+      append_label_value(out, resource);
     } else {
       out.append(",source=");
       append_label_value(out, l.a);
