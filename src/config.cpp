@@ -257,9 +257,9 @@ void parse_source(Validator& v, const std::string& name, const json::value& valu
         }
       }
     }
-    if (selectors > 1) {
-      v.error(prefix, "give at most one of client_id, object_id, resource_id");
-    }
+    // All three may be given: callers can then select the identity by any of them. Upstream is
+    // asked with one (client_id, else object_id, else resource_id).
+    (void)selectors;
   } else {
     auto path = v.string_at(obj, "path", prefix + ".path");
     if (!path && source.type == SourceType::workload_identity) {

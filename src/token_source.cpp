@@ -92,17 +92,22 @@ HttpRequest build_managed_identity_request(const SourceConfig& config, std::stri
   if (config.type == SourceType::imds) {
     target = "/metadata/identity/oauth2/token?api-version=2018-02-01&resource=" +
              percent_encode(resource);
-    if (!config.client_id.empty()) target += "&client_id=" + percent_encode(config.client_id);
-    if (!config.object_id.empty()) target += "&object_id=" + percent_encode(config.object_id);
-    if (!config.resource_id.empty()) {
+    // Exactly one selector: IMDS documents them as mutually exclusive.
+    if (!config.client_id.empty()) {
+      target += "&client_id=" + percent_encode(config.client_id);
+    } else if (!config.object_id.empty()) {
+      target += "&object_id=" + percent_encode(config.object_id);
+    } else if (!config.resource_id.empty()) {
       target += "&msi_res_id=" + percent_encode(config.resource_id);
     }
     req.headers.emplace_back("Metadata", "true");
   } else {
     target = config.endpoint.path + "?api-version=2019-08-01&resource=" + percent_encode(resource);
-    if (!config.client_id.empty()) target += "&client_id=" + percent_encode(config.client_id);
-    if (!config.object_id.empty()) target += "&principal_id=" + percent_encode(config.object_id);
-    if (!config.resource_id.empty()) {
+    if (!config.client_id.empty()) {
+      target += "&client_id=" + percent_encode(config.client_id);
+    } else if (!config.object_id.empty()) {
+      target += "&principal_id=" + percent_encode(config.object_id);
+    } else if (!config.resource_id.empty()) {
       target += "&mi_res_id=" + percent_encode(config.resource_id);
     }
     req.headers.emplace_back("X-IDENTITY-HEADER", config.header);

@@ -24,7 +24,9 @@ struct SourceConfig {
   SourceType type = SourceType::imds;
   Url endpoint;  // imds, app_service
   std::string header;  // app_service: the upstream X-IDENTITY-HEADER secret
-  // The user-assigned identity to ask for (imds, app_service). At most one is set.
+  // The user-assigned identity (imds, app_service). Any of them may be set; callers can select the
+  // identity by each one given, and upstream is asked with the first of client_id, object_id,
+  // resource_id.
   std::string client_id;
   std::string object_id;
   std::string resource_id;

@@ -204,8 +204,6 @@ def validate_config(cfg, where: str, partial: bool = False) -> dict:
         need(t in SOURCE_KEYS, f"{where}: sources.{name}.type '{t}' is not one of {sorted(SOURCE_KEYS)}")
         unknown = set(src) - SOURCE_KEYS[t]
         need(not unknown, f"{where}: sources.{name}: unknown keys {sorted(unknown)} for type {t}")
-        selectors = [k for k in ("client_id", "object_id", "resource_id") if k in src]
-        need(len(selectors) <= 1, f"{where}: sources.{name}: at most one of client_id/object_id/resource_id")
         for k in ("client_id", "object_id"):
             if k in src:
                 need(bool(GUID_RE.match(str(src[k]))), f"{where}: sources.{name}.{k} is not a GUID")
