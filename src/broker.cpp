@@ -117,15 +117,14 @@ std::string Broker::managed_identity_key(const SourceConfig& source, std::string
   return key;
 }
 
-Reply Broker::token_reply(Route route, const Token& token, const TokenQuery& query,
+Reply Broker::token_reply(Route, const Token& token, const TokenQuery& query,
                           std::string_view client_id) const {
   Reply r;
   r.body = format_token_body(
       token, query.resource,
       query.selector == SelectorKind::client_id ? std::string_view(query.selector_value)
                                                 : client_id,
-      clock_.epoch_seconds(),
-      route == Route::app_service_2017 ? TokenShape::app_service_2017 : TokenShape::imds);
+      clock_.epoch_seconds());
   return r;
 }
 

@@ -1,7 +1,6 @@
 #include "ficbroker/response.hpp"
 
 #include <charconv>
-#include <ctime>
 
 namespace ficbroker {
 namespace {
@@ -60,18 +59,8 @@ void append_json_string(std::string& out, std::string_view text) {
   out.push_back('"');
 }
 
-std::string format_legacy_date(std::int64_t epoch) {
-  const std::time_t t = static_cast<std::time_t>(epoch);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[40];
-  std::strftime(buf, sizeof buf, "%m/%d/%Y %H:%M:%S +00:00", &tm);
-  return buf;
-}
-
 std::string format_token_body(const Token& token, std::string_view resource,
-                              std::string_view client_id, std::int64_t now_epoch,
-                              TokenShape shape) {
+                              std::string_view client_id, std::int64_t now_epoch) {
   std::string out;
   out.reserve(token.access_token.size() + resource.size() + client_id.size() + 200);
   const auto expires_in = token.expires_on > now_epoch ? token.expires_on - now_epoch : 0;
@@ -88,11 +77,7 @@ std::string format_token_body(const Token& token, std::string_view resource,
   append_quoted_int(out, expires_in);
   out.push_back(',');
   append_key(out, "expires_on");
-  if (shape == TokenShape::app_service_2017) {
-    append_json_string(out, format_legacy_date(token.expires_on));
-  } else {
-    append_quoted_int(out, token.expires_on);
-  }
+  append_quoted_int(out, token.expires_on);
   out.push_back(',');
   append_key(out, "ext_expires_in");
   append_quoted_int(out, ext);

@@ -127,6 +127,12 @@ Token make_token(std::string access_token, std::int64_t expires_in, std::int64_t
   t.not_before = now_epoch;
   if (auto claims = decode_jwt_claims(t.access_token)) {
     if (auto nbf = numeric_claim(*claims, "nbf")) t.not_before = *nbf;
+    // Receipt time + expires_in can land a second after the token's own exp: never promise
+    // more than the token has.
+    if (auto exp = numeric_claim(*claims, "exp"); exp && *exp < t.expires_on && *exp > now_epoch) {
+      t.expires_at -= std::chrono::seconds(t.expires_on - *exp);
+      t.expires_on = *exp;
+    }
   }
   return t;
 }
