@@ -120,17 +120,18 @@ std::string Broker::managed_identity_key(const SourceConfig& source, std::string
 Reply Broker::token_reply(Route, const Token& token, const TokenQuery& query,
                           std::string_view client_id) const {
   Reply r;
-  r.body = format_token_body(
-      token, query.resource,
-      query.selector == SelectorKind::client_id ? std::string_view(query.selector_value)
-                                                : client_id,
-      clock_.epoch_seconds());
+  r.body = format_token_body(token, query.resource,
+                             query.selector == SelectorKind::client_id
+                                 ? std::string_view(query.selector_value)
+                                 : client_id,
+                             clock_.epoch_seconds());
   return r;
 }
 
 Reply Broker::error_from(Route route, const UpstreamError& error) const {
-  return error_reply(static_cast<unsigned>(error.status), error.error.empty() ? "server_error" : error.error,
-                     error.description, route, error.retry_after_seconds);
+  return error_reply(static_cast<unsigned>(error.status),
+                     error.error.empty() ? "server_error" : error.error, error.description, route,
+                     error.retry_after_seconds);
 }
 
 std::optional<Reply> Broker::try_cached(Route route, const TokenQuery& query) {
@@ -310,18 +311,19 @@ asio::awaitable<void> Broker::run_prewarm() {
         query.selector_value = target.client_id;
         query.selector_name = "client_id";
         // Joins the in-flight fetch if one is running; the cache keeps it single.
-        asio::co_spawn(executor_, answer(Route::broker_token, std::move(query)),
-                       [this, tenant = target.tenant_id, resource](std::exception_ptr e,
-                                                                   Reply reply) {
-                         if (e || reply.status != 200) {
-                           log_.warn("prewarm_failed", {{"tenant", tenant},
-                                                        {"resource", resource},
-                                                        {"status", e ? 500u : reply.status}});
-                         }
-                       });
+        asio::co_spawn(
+            executor_, answer(Route::broker_token, std::move(query)),
+            [this, tenant = target.tenant_id, resource](std::exception_ptr e, Reply reply) {
+              if (e || reply.status != 200) {
+                log_.warn("prewarm_failed", {{"tenant", tenant},
+                                             {"resource", resource},
+                                             {"status", e ? 500u : reply.status}});
+              }
+            });
       }
     }
-    backoff = all_ready ? std::chrono::seconds(30) : std::min(backoff * 2, std::chrono::seconds(30));
+    backoff =
+        all_ready ? std::chrono::seconds(30) : std::min(backoff * 2, std::chrono::seconds(30));
     prewarm_timer_.expires_after(all_ready ? std::chrono::seconds(30) : backoff / 2);
     co_await prewarm_timer_.async_wait(use_nothrow);
   }
@@ -348,7 +350,8 @@ void Broker::reload(std::shared_ptr<const Config> config) {
                     t.authority_host.host_header() == old_target.authority_host.host_header() &&
                     t.authority_host.scheme == old_target.authority_host.scheme &&
                     t.exchange_audience == old_target.exchange_audience && old_source &&
-                    new_source && old_source->endpoint.host_header() == new_source->endpoint.host_header() &&
+                    new_source &&
+                    old_source->endpoint.host_header() == new_source->endpoint.host_header() &&
                     old_source->client_id == new_source->client_id &&
                     old_source->object_id == new_source->object_id &&
                     old_source->resource_id == new_source->resource_id &&

@@ -4,13 +4,12 @@
 
 #include <boost/json.hpp>
 
-#include <sys/stat.h>
-
 #include <charconv>
 #include <cstdlib>
 #include <fstream>
 #include <set>
 #include <sstream>
+#include <sys/stat.h>
 
 namespace ficbroker {
 namespace json = boost::json;
@@ -160,7 +159,8 @@ bool parse_listen(std::string_view text, std::string& host, std::uint16_t& port)
     port_text = text.substr(colon + 1);
   }
   unsigned value = 0;
-  const auto [ptr, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), value);
+  const auto [ptr, ec] =
+      std::from_chars(port_text.data(), port_text.data() + port_text.size(), value);
   if (ec != std::errc{} || ptr != port_text.data() + port_text.size() || value > 65535 ||
       host.empty()) {
     return false;
@@ -211,7 +211,8 @@ void parse_source(Validator& v, const std::string& name, const json::value& valu
   }
   if (*type == "imds") {
     source.type = SourceType::imds;
-    v.reject_unknown(obj, prefix + ".", {"type", "endpoint", "client_id", "object_id", "resource_id"});
+    v.reject_unknown(obj, prefix + ".",
+                     {"type", "endpoint", "client_id", "object_id", "resource_id"});
   } else if (*type == "app_service") {
     source.type = SourceType::app_service;
     v.reject_unknown(obj, prefix + ".",
@@ -245,9 +246,9 @@ void parse_source(Validator& v, const std::string& name, const json::value& valu
       }
     }
     int selectors = 0;
-    for (auto [key, field] : {std::pair{"client_id", &source.client_id},
-                              std::pair{"object_id", &source.object_id},
-                              std::pair{"resource_id", &source.resource_id}}) {
+    for (auto [key, field] :
+         {std::pair{"client_id", &source.client_id}, std::pair{"object_id", &source.object_id},
+          std::pair{"resource_id", &source.resource_id}}) {
       if (auto s = v.string_at(obj, key, prefix + "." + key)) {
         if (s->empty()) {
           v.error(prefix + "." + key, "must not be empty");
@@ -443,7 +444,8 @@ ConfigLoad parse_config(std::string_view text, const EnvLookup& env) {
   if (auto s = v.string_at(obj, "authority_host", "authority_host")) {
     global_authority = v.upstream_url(*s, "authority_host", false);
   }
-  config.authority_host = global_authority.value_or(*parse_url("https://login.microsoftonline.com"));
+  config.authority_host =
+      global_authority.value_or(*parse_url("https://login.microsoftonline.com"));
 
   if (auto s = v.string_at(obj, "ca_file", "ca_file")) {
     if (!s->empty()) {

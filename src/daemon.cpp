@@ -18,7 +18,6 @@
 #include <cstdio>
 #include <fstream>
 #include <iostream>
-
 #include <unistd.h>
 
 namespace ficbroker {
@@ -142,8 +141,8 @@ std::shared_ptr<const Config> load_or_report(const std::string& path) {
 int check_config(const std::string& config_path) {
   auto config = load_or_report(config_path);
   if (!config) return 1;
-  std::printf("%s: valid (%zu sources, %zu targets)\n", config_path.c_str(),
-              config->sources.size(), config->targets.size());
+  std::printf("%s: valid (%zu sources, %zu targets)\n", config_path.c_str(), config->sources.size(),
+              config->targets.size());
   return 0;
 }
 
@@ -159,7 +158,8 @@ int run_daemon(const DaemonOptions& options) {
     if (config->allow_remote) overridden.insert(1, "\"allow_remote\":true,");
     ConfigLoad probe = parse_config(overridden);
     if (!probe.config) {
-      for (const auto& e : probe.errors) std::fprintf(stderr, "ficbroker: --listen %s\n", e.c_str());
+      for (const auto& e : probe.errors)
+        std::fprintf(stderr, "ficbroker: --listen %s\n", e.c_str());
       return 2;
     }
     auto copy = std::make_shared<Config>(*config);
@@ -177,10 +177,10 @@ int run_daemon(const DaemonOptions& options) {
   if (!config->unix_socket.path.empty()) {
     server.listen_unix(config->unix_socket.path, config->unix_socket.allowed_uids);
   }
-  const std::string listen = (config->listen_host.find(':') != std::string::npos
-                                  ? "[" + config->listen_host + "]"
-                                  : config->listen_host) +
-                             ":" + std::to_string(port);
+  const std::string listen =
+      (config->listen_host.find(':') != std::string::npos ? "[" + config->listen_host + "]"
+                                                          : config->listen_host) +
+      ":" + std::to_string(port);
 
   auto on_task_exit = [&app](const char* what) {
     return [&app, what](std::exception_ptr e) {
@@ -206,7 +206,8 @@ int run_daemon(const DaemonOptions& options) {
         copy->listen_port = config->listen_port;
         app.broker.reload(copy);
         app.apply_settings(*copy);
-        app.log.info("config_reloaded", {{"targets", static_cast<std::int64_t>(copy->targets.size())}});
+        app.log.info("config_reloaded",
+                     {{"targets", static_cast<std::int64_t>(copy->targets.size())}});
       } else {
         app.log.error("config_reload_refused", {{"path", options.config_path}});
       }

@@ -83,8 +83,8 @@ bool set_sni(SSL* ssl_handle, const std::string& host) {
 
 }  // namespace
 
-ProxySettings proxy_from_env(
-    const std::function<std::optional<std::string>(std::string_view)>& env, std::string* error) {
+ProxySettings proxy_from_env(const std::function<std::optional<std::string>(std::string_view)>& env,
+                             std::string* error) {
   ProxySettings settings;
   auto proxy = env("HTTPS_PROXY");
   if (!proxy || proxy->empty()) proxy = env("https_proxy");
@@ -122,8 +122,9 @@ bool use_proxy(const ProxySettings& proxy, const Url& target) {
     std::string_view e = entry;
     if (!e.empty() && e.front() == '.') e.remove_prefix(1);
     // host:port entries match the port too
-    if (const auto colon = e.rfind(':'); colon != std::string_view::npos && e.find(']') == std::string_view::npos &&
-        e.find(':') == colon) {
+    if (const auto colon = e.rfind(':'); colon != std::string_view::npos &&
+                                         e.find(']') == std::string_view::npos &&
+                                         e.find(':') == colon) {
       if (e.substr(colon + 1) != std::to_string(target.port)) continue;
       e = e.substr(0, colon);
     }
@@ -326,8 +327,9 @@ struct HttpClient::Impl {
 
 HttpClient::HttpClient(asio::any_io_executor executor, ssl::context& tls, ClientLimits limits,
                        ProxySettings proxy)
-    : impl_(std::make_unique<Impl>(
-          Impl{std::move(executor), tls, limits, std::move(proxy), {}, 0})) {}
+    : impl_(
+          std::make_unique<Impl>(Impl{std::move(executor), tls, limits, std::move(proxy), {}, 0})) {
+}
 
 HttpClient::~HttpClient() = default;
 

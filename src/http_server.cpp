@@ -8,15 +8,14 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
 
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <array>
 #include <charconv>
 #include <cstring>
 #include <list>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 namespace ficbroker {
 using tcp = asio::ip::tcp;
@@ -27,22 +26,38 @@ namespace {
 
 std::string_view reason_phrase(unsigned status) {
   switch (status) {
-    case 200: return "OK";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 413: return "Content Too Large";
-    case 415: return "Unsupported Media Type";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 505: return "HTTP Version Not Supported";
-    default: return "Unknown";
+    case 200:
+      return "OK";
+    case 400:
+      return "Bad Request";
+    case 401:
+      return "Unauthorized";
+    case 403:
+      return "Forbidden";
+    case 404:
+      return "Not Found";
+    case 405:
+      return "Method Not Allowed";
+    case 413:
+      return "Content Too Large";
+    case 415:
+      return "Unsupported Media Type";
+    case 429:
+      return "Too Many Requests";
+    case 431:
+      return "Request Header Fields Too Large";
+    case 500:
+      return "Internal Server Error";
+    case 501:
+      return "Not Implemented";
+    case 502:
+      return "Bad Gateway";
+    case 503:
+      return "Service Unavailable";
+    case 505:
+      return "HTTP Version Not Supported";
+    default:
+      return "Unknown";
   }
 }
 
@@ -102,12 +117,7 @@ struct HttpServer::Impl : std::enable_shared_from_this<Impl> {
   bool stopping = false;
 
   Impl(asio::any_io_executor ex, Handler h, ServerLimits l, Logger& lg, Metrics& m)
-      : executor(ex),
-        handler(std::move(h)),
-        limits(l),
-        log(lg),
-        metrics(m),
-        watchdog(ex) {
+      : executor(ex), handler(std::move(h)), limits(l), log(lg), metrics(m), watchdog(ex) {
     parse_limits.max_header_bytes = limits.max_header_bytes;
     parse_limits.max_body_bytes = limits.max_body_bytes;
   }
@@ -215,8 +225,8 @@ struct HttpServer::Impl : std::enable_shared_from_this<Impl> {
   asio::awaitable<void> reject_overload(Socket socket) {
     // Over the connection limit: a short, canned answer beats a silent hang. The write is small
     // enough for the socket buffer, so it completes at once or not at all.
-    Reply reply = error_reply(503, "temporarily_unavailable",
-                              "too many connections; retry shortly", Route::none, 1);
+    Reply reply = error_reply(503, "temporarily_unavailable", "too many connections; retry shortly",
+                              Route::none, 1);
     std::string head;
     build_head(head, reply, false, false);
     error_code ec;
@@ -286,8 +296,8 @@ struct HttpServer::Impl : std::enable_shared_from_this<Impl> {
 
 HttpServer::HttpServer(asio::any_io_executor executor, Handler handler, ServerLimits limits,
                        Logger& log, Metrics& metrics)
-    : impl_(std::make_shared<Impl>(std::move(executor), std::move(handler), limits, log,
-                                   metrics)) {}
+    : impl_(std::make_shared<Impl>(std::move(executor), std::move(handler), limits, log, metrics)) {
+}
 
 HttpServer::~HttpServer() { stop(); }
 

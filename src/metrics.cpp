@@ -26,8 +26,7 @@ void append_number(std::string& out, double v) {
   out.append(buf);
 }
 
-void header(std::string& out, std::string_view name, std::string_view type,
-            std::string_view help) {
+void header(std::string& out, std::string_view name, std::string_view type, std::string_view help) {
   out.append("# HELP ").append(name).append(" ").append(help).append("\n");
   out.append("# TYPE ").append(name).append(" ").append(type).append("\n");
 }
@@ -133,7 +132,8 @@ std::string Metrics::render(const TokenCache& cache, bool ready) const {
   header(out, "ficbroker_ready", "gauge", "1 when every prewarm token is cached.");
   out.append("ficbroker_ready ").append(ready ? "1" : "0").append("\n");
 
-  header(out, "ficbroker_requests_total", "counter", "HTTP requests answered, by route and status.");
+  header(out, "ficbroker_requests_total", "counter",
+         "HTTP requests answered, by route and status.");
   for (const auto& [key, count] : requests_) {
     out.append("ficbroker_requests_total{route=");
     append_label_value(out, route_name(key.first));

@@ -93,8 +93,8 @@ std::string format_token_body(const Token& token, std::string_view resource,
   return out;
 }
 
-std::string format_error_body(unsigned status, std::string_view error,
-                              std::string_view description, bool app_service_keys) {
+std::string format_error_body(unsigned status, std::string_view error, std::string_view description,
+                              bool app_service_keys) {
   std::string out;
   out.reserve(description.size() * 2 + error.size() + 64);
   out.push_back('{');

@@ -178,8 +178,9 @@ RouteDecision route_request(const RequestView& request, const RouterSettings& se
       question == std::string_view::npos ? std::string_view{} : request.target.substr(question + 1);
   const auto path = normalize_path(raw_path);
   if (!path) {
-    return reply(Route::none, error_reply(400, "invalid_request",
-                                          "the request path is not in canonical form", Route::none));
+    return reply(Route::none,
+                 error_reply(400, "invalid_request", "the request path is not in canonical form",
+                             Route::none));
   }
 
   Route route = Route::none;
@@ -217,10 +218,10 @@ RouteDecision route_request(const RequestView& request, const RouterSettings& se
   }
 
   const bool post = request.method == "POST";
-  if (request.method != "GET" && !(post && (route == Route::msi_form_post ||
-                                            route == Route::app_service_2019))) {
-    return reply(route, error_reply(405, "method_not_allowed",
-                                    "this endpoint accepts GET only", route));
+  if (request.method != "GET" &&
+      !(post && (route == Route::msi_form_post || route == Route::app_service_2019))) {
+    return reply(route,
+                 error_reply(405, "method_not_allowed", "this endpoint accepts GET only", route));
   }
 
   auto query = parse_query(raw_query);
@@ -248,9 +249,9 @@ RouteDecision route_request(const RequestView& request, const RouterSettings& se
   }
 
   if (request.forwarded) {
-    return reply(route, error_reply(400, "invalid_request",
-                                    "requests carrying X-Forwarded-For are refused, as IMDS does",
-                                    route));
+    return reply(route,
+                 error_reply(400, "invalid_request",
+                             "requests carrying X-Forwarded-For are refused, as IMDS does", route));
   }
 
   switch (route) {
@@ -303,9 +304,8 @@ RouteDecision route_request(const RequestView& request, const RouterSettings& se
     }
     if (!api_version_at_least(*api_version, minimum)) {
       return reply(route, error_reply(400, "invalid_request",
-                                      "api-version '" + *api_version +
-                                          "' is not supported; use " + std::string(minimum) +
-                                          " or later",
+                                      "api-version '" + *api_version + "' is not supported; use " +
+                                          std::string(minimum) + " or later",
                                       route));
     }
   }
@@ -316,14 +316,14 @@ RouteDecision route_request(const RequestView& request, const RouterSettings& se
   const std::string* resource = params.get("resource");
   const std::string* scope = route == Route::broker_token ? params.get("scope") : nullptr;
   if (resource && scope) {
-    return reply(route, error_reply(400, "invalid_request", "give resource or scope, not both",
-                                    route));
+    return reply(route,
+                 error_reply(400, "invalid_request", "give resource or scope, not both", route));
   }
   if (scope) {
     if (scope->empty() || scope->find(' ') != std::string::npos) {
-      return reply(route, error_reply(400, "invalid_request",
-                                      "scope must name exactly one resource's /.default scope",
-                                      route));
+      return reply(route,
+                   error_reply(400, "invalid_request",
+                               "scope must name exactly one resource's /.default scope", route));
     }
     q.resource = scope_to_resource(*scope);
     q.scope = resource_to_scope(*scope);
@@ -331,12 +331,12 @@ RouteDecision route_request(const RequestView& request, const RouterSettings& se
     q.resource = *resource;
     q.scope = resource_to_scope(*resource);
   } else {
-    return reply(route, error_reply(400, "invalid_request",
-                                    "the resource parameter is required", route));
+    return reply(route,
+                 error_reply(400, "invalid_request", "the resource parameter is required", route));
   }
   if (q.resource.size() > 1024 || q.resource.find_first_of(" \t\r\n") != std::string::npos) {
-    return reply(route, error_reply(400, "invalid_request", "resource is not a valid identifier",
-                                    route));
+    return reply(route,
+                 error_reply(400, "invalid_request", "resource is not a valid identifier", route));
   }
   if (const auto* tenant = params.get("tenant")) q.tenant = ascii_lower(*tenant);
 
@@ -385,7 +385,8 @@ Resolution resolve_target(const TokenQuery& query, Route route, const Config& co
     if (!r.target) {
       // A selector naming a source's own identity asks for a plain managed-identity token.
       for (const auto& [name, source] : config.sources) {
-        const bool mints = source.type == SourceType::imds || source.type == SourceType::app_service;
+        const bool mints =
+            source.type == SourceType::imds || source.type == SourceType::app_service;
         if (!mints) continue;
         const bool match =
             (query.selector == SelectorKind::client_id && ascii_lower(source.client_id) == value) ||

@@ -137,8 +137,8 @@ void TokenCache::complete_flight(const std::string& key, const std::shared_ptr<F
       }
       if (entry.token && settings_.policy.servable(*entry.token, now)) {
         // Stale-while-valid: keep serving, retry with backoff while the token still has time.
-        const auto delay = settings_.policy.retry_delay(entry.failures, error.retry_after_seconds,
-                                                        random_());
+        const auto delay =
+            settings_.policy.retry_delay(entry.failures, error.retry_after_seconds, random_());
         schedule(key, entry, now + delay);
       } else {
         entry.token.reset();

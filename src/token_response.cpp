@@ -83,8 +83,8 @@ UpstreamError malformed(std::string_view who, std::string_view what) {
   e.kind = UpstreamError::Kind::transient;
   e.status = 503;
   e.error = "temporarily_unavailable";
-  e.description = std::string(who) + " answered with an unusable token response: " +
-                  std::string(what);
+  e.description =
+      std::string(who) + " answered with an unusable token response: " + std::string(what);
   e.retry_after_seconds = 1;
   return e;
 }
@@ -105,9 +105,9 @@ bool is_transient_aadsts(int code) {
 
 bool is_assertion_rejected(int code) {
   switch (code) {
-    case 700024:   // assertion outside its valid time range
-    case 500133:   // assertion expired
-    case 50013:    // assertion failed (expired, bad signature...)
+    case 700024:  // assertion outside its valid time range
+    case 500133:  // assertion expired
+    case 50013:   // assertion failed (expired, bad signature...)
       return true;
     default:
       return false;
@@ -129,7 +129,7 @@ Token make_token(std::string access_token, std::int64_t expires_in, std::int64_t
     if (auto nbf = numeric_claim(*claims, "nbf")) t.not_before = *nbf;
     // Receipt time + expires_in can land a second after the token's own exp: never promise
     // more than the token has.
-    if (auto exp = numeric_claim(*claims, "exp"); exp && *exp < t.expires_on && *exp > now_epoch) {
+    if (auto exp = numeric_claim(*claims, "exp"); exp && *exp<t.expires_on&& * exp> now_epoch) {
       t.expires_at -= std::chrono::seconds(t.expires_on - *exp);
       t.expires_on = *exp;
     }

@@ -50,8 +50,8 @@ class FileSource final : public TokenSource {
     e.retry_after_seconds = 5;
     std::ifstream in(config_.path, std::ios::binary);
     if (!in) {
-      e.description = "token file '" + config_.path + "' of source '" + config_.name +
-                      "' cannot be read";
+      e.description =
+          "token file '" + config_.path + "' of source '" + config_.name + "' cannot be read";
       return e;
     }
     std::string text(64 * 1024 + 1, '\0');

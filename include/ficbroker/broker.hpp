@@ -9,9 +9,9 @@
 #include "ficbroker/config.hpp"
 #include "ficbroker/log.hpp"
 #include "ficbroker/metrics.hpp"
+#include "ficbroker/retry_policy.hpp"
 #include "ficbroker/router.hpp"
 #include "ficbroker/token_cache.hpp"
-#include "ficbroker/retry_policy.hpp"
 #include "ficbroker/token_source.hpp"
 #include "ficbroker/upstream_budget.hpp"
 

@@ -22,7 +22,7 @@ enum class Cloud { public_cloud, usgov, china };
 struct SourceConfig {
   std::string name;
   SourceType type = SourceType::imds;
-  Url endpoint;  // imds, app_service
+  Url endpoint;        // imds, app_service
   std::string header;  // app_service: the upstream X-IDENTITY-HEADER secret
   // The user-assigned identity (imds, app_service). Any of them may be set; callers can select the
   // identity by each one given, and upstream is asked with the first of client_id, object_id,
@@ -53,7 +53,7 @@ struct CacheConfig {
 };
 
 struct UnixSocketConfig {
-  std::string path;  // empty: no Unix-domain listener
+  std::string path;                         // empty: no Unix-domain listener
   std::vector<std::uint32_t> allowed_uids;  // empty: any peer
 };
 

@@ -7,7 +7,7 @@ namespace ficbroker {
 
 struct DaemonOptions {
   std::string config_path = "/etc/ficbroker/config.jsonc";
-  std::string ready_file;  // written once listening: {"listen":"host:port"}
+  std::string ready_file;       // written once listening: {"listen":"host:port"}
   std::string listen_override;  // host:port replacing the config's listen (tests, demo)
 };
 

@@ -12,8 +12,8 @@
 
 #include <chrono>
 #include <functional>
-#include <optional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -40,7 +40,7 @@ struct HttpResponse {
 };
 
 struct ClientLimits {
-  std::chrono::milliseconds connect_timeout{3000};  // DNS + TCP connect + TLS handshake
+  std::chrono::milliseconds connect_timeout{3000};   // DNS + TCP connect + TLS handshake
   std::chrono::milliseconds request_timeout{10000};  // the whole call, connect included
   std::size_t max_response_body = 256 * 1024;
   std::size_t max_response_header = 16 * 1024;

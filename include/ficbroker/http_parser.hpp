@@ -28,9 +28,9 @@ enum class ParseStatus {
 };
 
 struct ParsedRequest {
-  RequestView view;            // method, target, the headers routing needs, body
+  RequestView view;  // method, target, the headers routing needs, body
   bool keep_alive = true;
-  bool head = false;           // HEAD: answer without a body
+  bool head = false;            // HEAD: answer without a body
   std::size_t total_bytes = 0;  // head + body: where the next pipelined request starts
 };
 

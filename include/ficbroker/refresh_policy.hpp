@@ -27,7 +27,8 @@ struct RefreshPolicy {
   /// earlier by up to `jitter_fraction` of the window.
   SteadyTime refresh_at(SteadyTime issued, SteadyTime expires, double jitter) const {
     const auto lifetime = expires - issued;
-    const auto servable_window = lifetime - std::chrono::duration_cast<SteadyTime::duration>(min_validity);
+    const auto servable_window =
+        lifetime - std::chrono::duration_cast<SteadyTime::duration>(min_validity);
     if (servable_window <= SteadyTime::duration::zero()) return issued;
     SteadyTime::duration base;
     if (lifetime > std::chrono::hours(2)) {
@@ -42,11 +43,13 @@ struct RefreshPolicy {
 
   /// Delay before retry number `failures` (1-based): 1 s, 2 s, 4 s … capped at max_backoff,
   /// never sooner than an upstream Retry-After, and with up to 50 % jitter added.
-  std::chrono::milliseconds retry_delay(int failures, int retry_after_seconds, double jitter) const {
+  std::chrono::milliseconds retry_delay(int failures, int retry_after_seconds,
+                                        double jitter) const {
     const int exponent = failures < 1 ? 0 : (failures > 16 ? 15 : failures - 1);
     auto delay = std::chrono::milliseconds(1000) * (1 << exponent);
     if (delay > max_backoff) delay = max_backoff;
-    delay += std::chrono::milliseconds(static_cast<long>(static_cast<double>(delay.count()) * 0.5 * jitter));
+    delay += std::chrono::milliseconds(
+        static_cast<long>(static_cast<double>(delay.count()) * 0.5 * jitter));
     const auto floor = std::chrono::milliseconds(std::chrono::seconds(retry_after_seconds));
     return delay < floor ? floor : delay;
   }

@@ -23,7 +23,7 @@ std::string format_token_body(const Token& token, std::string_view resource,
 
 /// `{"error":…,"error_description":…}`; with `app_service_keys` also `statusCode` and `message`,
 /// which App Service clients read.
-std::string format_error_body(unsigned status, std::string_view error,
-                              std::string_view description, bool app_service_keys);
+std::string format_error_body(unsigned status, std::string_view error, std::string_view description,
+                              bool app_service_keys);
 
 }  // namespace ficbroker

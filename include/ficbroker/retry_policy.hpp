@@ -18,10 +18,10 @@ namespace ficbroker {
 enum class Upstream { managed_identity, entra };
 
 struct RetryPolicy {
-  int max_attempts = 4;                                // transient failures, per fetch
-  std::chrono::seconds gone_budget{70};                // IMDS 410
-  std::chrono::seconds max_retry_after{10};            // longer waits go back to the caller
-  int propagation_attempts = 3;                        // AADSTS70021
+  int max_attempts = 4;                      // transient failures, per fetch
+  std::chrono::seconds gone_budget{70};      // IMDS 410
+  std::chrono::seconds max_retry_after{10};  // longer waits go back to the caller
+  int propagation_attempts = 3;              // AADSTS70021
 
   /// The delay before attempt `attempt + 1`, or nullopt to give up. `attempt` counts from 1;
   /// `status` is the upstream HTTP status (0 for transport failures); `elapsed` is the time

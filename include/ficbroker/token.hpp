@@ -31,9 +31,9 @@ struct UpstreamError {
     assertion_rejected  // AADSTS700024 and kin: a fresh assertion may help
   };
   Kind kind = Kind::transient;
-  int status = 503;           // HTTP status to answer the caller with
-  std::string error;          // OAuth-style error code, e.g. invalid_client
-  std::string description;    // human text, with the AADSTS code when Entra gave one
+  int status = 503;             // HTTP status to answer the caller with
+  std::string error;            // OAuth-style error code, e.g. invalid_client
+  std::string description;      // human text, with the AADSTS code when Entra gave one
   int retry_after_seconds = 0;  // 0: none
   int aadsts = 0;
   std::string correlation_id;

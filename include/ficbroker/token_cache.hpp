@@ -16,8 +16,8 @@
 #include <cstdint>
 #include <functional>
 #include <map>
-#include <set>
 #include <memory>
+#include <set>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -26,14 +26,14 @@ namespace ficbroker {
 
 struct CacheStats {
   std::uint64_t hits = 0;
-  std::uint64_t misses = 0;          // a caller had to wait for an upstream fetch it started
-  std::uint64_t coalesced = 0;       // a caller waited on a fetch someone else started
-  std::uint64_t stale_serves = 0;    // served while the entry's refresh was failing
-  std::uint64_t refreshes = 0;       // background refreshes started
+  std::uint64_t misses = 0;        // a caller had to wait for an upstream fetch it started
+  std::uint64_t coalesced = 0;     // a caller waited on a fetch someone else started
+  std::uint64_t stale_serves = 0;  // served while the entry's refresh was failing
+  std::uint64_t refreshes = 0;     // background refreshes started
   std::uint64_t refresh_failures = 0;
-  std::uint64_t fetches = 0;         // upstream fetches started (any reason)
-  std::uint64_t evictions = 0;       // idle or over max_entries
-  std::uint64_t negative_hits = 0;   // served a cached permanent failure
+  std::uint64_t fetches = 0;        // upstream fetches started (any reason)
+  std::uint64_t evictions = 0;      // idle or over max_entries
+  std::uint64_t negative_hits = 0;  // served a cached permanent failure
 };
 
 struct CacheSettings {

@@ -2,9 +2,8 @@
 // real sockets and TLS.
 #include "fixture.hpp"
 
-#include <signal.h>
-
 #include <atomic>
+#include <signal.h>
 #include <thread>
 
 namespace ficbroker::testing {
@@ -21,7 +20,8 @@ std::int64_t count(const json::object& stats, const char* key) {
 }
 
 TEST_F(BrokerTest, CrossTenantTokenCarriesResourceTenantClaims) {
-  const auto r = broker_->get_with_metadata(std::string("/token?resource=https://graph.microsoft.com&tenant=") + kTenantB);
+  const auto r = broker_->get_with_metadata(
+      std::string("/token?resource=https://graph.microsoft.com&tenant=") + kTenantB);
   ASSERT_EQ(r.status, 200u) << r.body;
   const auto body = json::parse(r.body).as_object();
   const auto claims = jwt_claims(str(body, "access_token"));
@@ -39,8 +39,8 @@ TEST_F(BrokerTest, EverySuccessValueIsAStringAndExpiryIsConsistent) {
   ASSERT_EQ(r.status, 200u) << r.body;
   EXPECT_NE(r.header("content-type").find("application/json"), std::string::npos);
   const auto body = json::parse(r.body).as_object();
-  for (const char* key : {"access_token", "client_id", "expires_in", "expires_on",
-                          "ext_expires_in", "not_before", "resource", "token_type"}) {
+  for (const char* key : {"access_token", "client_id", "expires_in", "expires_on", "ext_expires_in",
+                          "not_before", "resource", "token_type"}) {
     ASSERT_TRUE(body.contains(key)) << key;
     EXPECT_TRUE(body.at(key).is_string()) << key;
   }
@@ -75,8 +75,9 @@ TEST_F(BrokerTest, MissingMetadataHeaderIsRefusedAtOnce) {
     const auto r = broker_->get(target);
     const auto elapsed = std::chrono::steady_clock::now() - start;
     EXPECT_EQ(r.status, 400u) << target;
-    EXPECT_EQ(r.body,
-              R"({"error":"invalid_request","error_description":"Required metadata header not specified"})")
+    EXPECT_EQ(
+        r.body,
+        R"({"error":"invalid_request","error_description":"Required metadata header not specified"})")
         << target;
     // Not a timing assertion on performance: a probe must never wait on upstream at all, and
     // upstream is several round trips away; 1 s is the SDK probes' own timeout.
@@ -138,8 +139,8 @@ TEST_F(BrokerTest, HundredConcurrentFirstRequestsMakeOneUpstreamCallEach) {
   for (int i = 0; i < kClients; ++i) {
     clients.emplace_back([&] {
       try {
-        const auto r = broker_->get_with_metadata(
-            "/token?resource=https://cognitiveservices.azure.com");
+        const auto r =
+            broker_->get_with_metadata("/token?resource=https://cognitiveservices.azure.com");
         if (r.status == 200) ++ok;
       } catch (const std::exception&) {
       }
@@ -159,7 +160,8 @@ TEST_F(BrokerTest, CachedTokenIsServedWithoutUpstreamCalls) {
   for (int i = 0; i < 20; ++i) {
     const auto again = broker_->get_with_metadata(target);
     ASSERT_EQ(again.status, 200u);
-    EXPECT_EQ(json::parse(again.body).at("access_token"), json::parse(first.body).at("access_token"));
+    EXPECT_EQ(json::parse(again.body).at("access_token"),
+              json::parse(first.body).at("access_token"));
   }
   const auto stats = emulator_->stats();
   EXPECT_EQ(count(stats, "entra"), 1);

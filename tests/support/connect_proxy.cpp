@@ -1,13 +1,12 @@
 #include "connect_proxy.hpp"
 
 #include <arpa/inet.h>
+#include <cstring>
 #include <netdb.h>
 #include <poll.h>
+#include <stdexcept>
 #include <sys/socket.h>
 #include <unistd.h>
-
-#include <cstring>
-#include <stdexcept>
 
 namespace ficbroker::testing {
 
@@ -74,9 +73,8 @@ void ConnectProxy::serve(int client) {
       // Names under .test (RFC 2606) exist only here: the proxy resolves them to loopback, so a
       // broker can only reach them through the tunnel.
       ::getaddrinfo(target.substr(0, colon).ends_with(".test") ? "127.0.0.1"
-                                                                : target.substr(0, colon).c_str(),
-                    target.substr(colon + 1).c_str(), &hints,
-                    &res) != 0 ||
+                                                               : target.substr(0, colon).c_str(),
+                    target.substr(colon + 1).c_str(), &hints, &res) != 0 ||
       ::connect(upstream, res->ai_addr, res->ai_addrlen) != 0) {
     const char* bad = "HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n";
     ::send(client, bad, std::strlen(bad), MSG_NOSIGNAL);
