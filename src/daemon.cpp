@@ -116,6 +116,17 @@ asio::awaitable<Reply> serve(RequestView view, App& app) {
   co_return reply;
 }
 
+// Lets in-flight requests finish (at most 10 s), then stops the loop.
+asio::awaitable<void> drain(HttpServer& server, asio::io_context& ioc) {
+  asio::steady_timer timer(co_await asio::this_coro::executor);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (server.open_connections() > 0 && std::chrono::steady_clock::now() < deadline) {
+    timer.expires_after(std::chrono::milliseconds(20));
+    co_await timer.async_wait(use_nothrow);
+  }
+  ioc.stop();
+}
+
 void write_ready_file(const std::string& path, const std::string& listen) {
   const std::string tmp = path + ".tmp";
   {
@@ -196,7 +207,6 @@ int run_daemon(const DaemonOptions& options) {
   asio::co_spawn(ioc, app.broker.run_prewarm(), on_task_exit("prewarm"));
 
   asio::signal_set signals(ioc, SIGINT, SIGTERM, SIGHUP);
-  asio::steady_timer drain_timer(ioc);
   std::function<void(const error_code&, int)> on_signal = [&](const error_code& ec, int signo) {
     if (ec) return;
     if (signo == SIGHUP) {
@@ -217,17 +227,7 @@ int run_daemon(const DaemonOptions& options) {
     app.log.info("shutting_down", {{"signal", signo}});
     server.stop();
     app.broker.stop();
-    // Drain: poll until in-flight requests are answered, at most 10 s.
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-    std::function<void(const error_code&)> poll = [&, deadline](const error_code&) {
-      if (server.open_connections() == 0 || std::chrono::steady_clock::now() > deadline) {
-        ioc.stop();
-        return;
-      }
-      drain_timer.expires_after(std::chrono::milliseconds(20));
-      drain_timer.async_wait(poll);
-    };
-    poll({});
+    asio::co_spawn(ioc, drain(server, ioc), on_task_exit("drain"));
   };
   signals.async_wait(on_signal);
 

@@ -207,6 +207,7 @@ ParseResult parse_request(std::string_view data, const ParseLimits& limits) {
   result.request.keep_alive = connection ? !has_token(*connection, "close") &&
                                                (!http10 || has_token(*connection, "keep-alive"))
                                          : !http10;
+  result.request.http10 = http10;
   result.request.head = view.method == "HEAD";
   result.request.total_bytes = head_size + body_size;
   result.status = ParseStatus::complete;

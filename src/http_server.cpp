@@ -13,6 +13,7 @@
 #include <charconv>
 #include <cstring>
 #include <list>
+#include <vector>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -166,17 +167,20 @@ struct HttpServer::Impl : std::enable_shared_from_this<Impl> {
     me->deadline = SessionClock::now() + limits.header_timeout;
     metrics.set_connections(static_cast<std::int64_t>(sessions.size()));
 
+    // Start small and grow up to the limits: most requests are a few hundred bytes, and a burst
+    // of connections should not cost 24 KiB each.
     const std::size_t capacity = limits.max_header_bytes + limits.max_body_bytes;
-    std::unique_ptr<char[]> storage(new char[capacity]);
+    std::vector<char> storage(std::min<std::size_t>(2048, capacity));
     std::size_t used = 0;
     std::string head;
     head.reserve(256);
     while (true) {
-      ParseResult parsed = parse_request(std::string_view(storage.get(), used), parse_limits);
+      ParseResult parsed = parse_request(std::string_view(storage.data(), used), parse_limits);
       if (parsed.status == ParseStatus::incomplete) {
         if (stopping && used == 0) break;
+        if (used == storage.size()) storage.resize(std::min(storage.size() * 2, capacity));
         auto [ec, n] = co_await socket.async_read_some(
-            asio::buffer(storage.get() + used, capacity - used), use_nothrow);
+            asio::buffer(storage.data() + used, storage.size() - used), use_nothrow);
         if (ec) break;  // closed by the peer, or by the watchdog at the deadline
         // A request has started: all of it must arrive within the header timeout (slowloris).
         if (used == 0) me->deadline = SessionClock::now() + limits.header_timeout;
@@ -200,8 +204,7 @@ struct HttpServer::Impl : std::enable_shared_from_this<Impl> {
       Reply reply = co_await handler(request.view);
       me->busy = false;
       const bool keep_alive = request.keep_alive && !stopping;
-      const bool http10 = false;
-      build_head(head, reply, keep_alive, http10);
+      build_head(head, reply, keep_alive, request.http10);
       metrics.observe_request(std::chrono::duration<double>(SessionClock::now() - started).count());
       me->deadline = SessionClock::now() + limits.write_timeout;
       std::array buffers{asio::buffer(head), asio::buffer(reply.body)};
@@ -210,7 +213,7 @@ struct HttpServer::Impl : std::enable_shared_from_this<Impl> {
       if (write_ec || !keep_alive) break;
       // Keep whatever the client pipelined after this request.
       const std::size_t rest = used - request.total_bytes;
-      if (rest > 0) std::memmove(storage.get(), storage.get() + request.total_bytes, rest);
+      if (rest > 0) std::memmove(storage.data(), storage.data() + request.total_bytes, rest);
       used = rest;
       me->deadline = SessionClock::now() + (used > 0 ? limits.header_timeout : limits.idle_timeout);
     }

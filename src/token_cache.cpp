@@ -117,6 +117,19 @@ void TokenCache::complete_flight(const std::string& key, const std::shared_ptr<F
                                  TokenResult result, bool background) {
   if (flight->result) return;
   const auto now = clock_.now();
+  if (result && !settings_.policy.servable(*result, now)) {
+    // A token that arrives with less than the floor left can never be handed out; caching it
+    // would schedule an immediate refresh, again and again.
+    UpstreamError e;
+    e.kind = UpstreamError::Kind::permanent;
+    e.status = 503;
+    e.error = "temporarily_unavailable";
+    e.description =
+        "the upstream issued a token with less time left than cache.min_validity_seconds (" +
+        std::to_string(settings_.policy.min_validity.count()) + " s); it cannot be served";
+    e.retry_after_seconds = 30;
+    result = e;
+  }
   auto it = entries_.find(key);
   if (it != entries_.end() && it->second.flight == flight) {
     Entry& entry = it->second;
@@ -134,6 +147,10 @@ void TokenCache::complete_flight(const std::string& key, const std::shared_ptr<F
       if (error.kind == UpstreamError::Kind::permanent) {
         entry.negative = error;
         entry.negative_until = now + settings_.negative_ttl;
+      } else if (error.kind == UpstreamError::Kind::throttled && error.retry_after_seconds > 0) {
+        // Throttled: nobody calls upstream for this key again before its Retry-After.
+        entry.negative = error;
+        entry.negative_until = now + std::chrono::seconds(error.retry_after_seconds);
       }
       if (entry.token && settings_.policy.servable(*entry.token, now)) {
         // Stale-while-valid: keep serving, retry with backoff while the token still has time.

@@ -223,6 +223,9 @@ TokenResult parse_managed_identity_response(unsigned status, std::string_view bo
   }
   if (!looks_like_jwt(token->get_string())) return malformed(who, "access_token is not a JWT");
   std::optional<std::int64_t> expires_in = as_integer(obj->if_contains("expires_in"));
+  if (!expires_in && obj->contains("expires_in")) {
+    return malformed(who, "expires_in is not a number");
+  }
   if (!expires_in) {
     if (auto on = as_integer(obj->if_contains("expires_on"))) {
       expires_in = *on - clock.epoch_seconds();

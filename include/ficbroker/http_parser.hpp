@@ -30,6 +30,7 @@ enum class ParseStatus {
 struct ParsedRequest {
   RequestView view;  // method, target, the headers routing needs, body
   bool keep_alive = true;
+  bool http10 = false;          // answer in HTTP/1.0, saying keep-alive explicitly
   bool head = false;            // HEAD: answer without a body
   std::size_t total_bytes = 0;  // head + body: where the next pipelined request starts
 };

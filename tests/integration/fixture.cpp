@@ -118,3 +118,133 @@ void BrokerTest::SetUp() {
 }
 
 }  // namespace ficbroker::testing
+
+// ------------------------------------------------------------------------------------------------
+// Helpers for the hardening, ops and soak suites (appended; nothing above is changed).
+// ------------------------------------------------------------------------------------------------
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <sstream>
+#include <thread>
+
+namespace ficbroker::testing {
+
+std::int64_t stat_count(const boost::json::object& stats, const char* key) {
+  const auto* v = stats.if_contains(key);
+  return v ? v->to_number<std::int64_t>() : 0;
+}
+
+boost::json::object default_config_object(const Emulator& emulator) {
+  boost::json::parse_options options;
+  options.allow_trailing_commas = true;
+  options.allow_comments = true;
+  return boost::json::parse(default_config(emulator), {}, options).as_object();
+}
+
+void clear_faults(const Emulator& emulator) {
+  const auto r = http_request("127.0.0.1", emulator.http_port(), "DELETE", "/_emulator/faults");
+  if (r.status != 200) throw std::runtime_error("emulator refused to clear faults: " + r.body);
+}
+
+ProcessResult run_process(const std::vector<std::string>& argv, std::chrono::milliseconds timeout) {
+  TempDir dir;
+  const std::string out_path = dir.file("stdout");
+  const std::string err_path = dir.file("stderr");
+  std::vector<std::string> args_storage = argv;
+  std::vector<char*> args;
+  for (auto& a : args_storage) args.push_back(a.data());
+  args.push_back(nullptr);
+  const pid_t pid = ::fork();
+  if (pid < 0) throw std::runtime_error("fork failed");
+  if (pid == 0) {
+    const int out = ::open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    const int err = ::open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    const int in = ::open("/dev/null", O_RDONLY);
+    if (out < 0 || err < 0 || in < 0) ::_exit(126);
+    ::dup2(in, 0);
+    ::dup2(out, 1);
+    ::dup2(err, 2);
+    ::execv(args[0], args.data());
+    ::_exit(127);
+  }
+  ProcessResult result;
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  int status = 0;
+  for (;;) {
+    const pid_t r = ::waitpid(pid, &status, WNOHANG);
+    if (r == pid) {
+      result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+      break;
+    }
+    if (std::chrono::steady_clock::now() > deadline) {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, &status, 0);
+      result.exit_code = -1;
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  result.out = read_file(out_path);
+  result.err = read_file(err_path);
+  return result;
+}
+
+unsigned raw_status(const std::string& raw) {
+  // "HTTP/1.1 NNN reason"
+  if (raw.size() < 12 || raw.compare(0, 5, "HTTP/") != 0) return 0;
+  const auto space = raw.find(' ');
+  if (space == std::string::npos || space + 4 > raw.size()) return 0;
+  unsigned status = 0;
+  for (std::size_t i = space + 1; i < space + 4; ++i) {
+    if (raw[i] < '0' || raw[i] > '9') return 0;
+    status = status * 10 + static_cast<unsigned>(raw[i] - '0');
+  }
+  return status;
+}
+
+std::optional<double> metric_value(const std::string& metrics, const std::string& series) {
+  std::istringstream in(metrics);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.empty() || line.front() == '#') continue;
+    if (line.size() <= series.size() || line.compare(0, series.size(), series) != 0 ||
+        line[series.size()] != ' ') {
+      continue;
+    }
+    try {
+      return std::stod(line.substr(series.size() + 1));
+    } catch (const std::exception&) {
+      return std::nullopt;
+    }
+  }
+  return std::nullopt;
+}
+
+std::vector<boost::json::object> log_events(const std::string& log, const std::string& event) {
+  std::vector<boost::json::object> out;
+  std::istringstream in(log);
+  std::string line;
+  while (std::getline(in, line)) {
+    boost::system::error_code ec;
+    auto value = boost::json::parse(line, ec);
+    if (ec || !value.is_object()) continue;
+    const auto* e = value.as_object().if_contains("event");
+    if (e && e->is_string() && e->get_string() == event) out.push_back(value.as_object());
+  }
+  return out;
+}
+
+bool wait_until(const std::function<bool()>& condition, std::chrono::milliseconds timeout,
+                std::chrono::milliseconds interval) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (condition()) return true;
+    std::this_thread::sleep_for(interval);
+  }
+  return condition();
+}
+
+}  // namespace ficbroker::testing

@@ -78,3 +78,48 @@ class BrokerTest : public ::testing::Test {
 };
 
 }  // namespace ficbroker::testing
+
+// ------------------------------------------------------------------------------------------------
+// Helpers for the hardening, ops and soak suites (appended; nothing above is changed).
+// ------------------------------------------------------------------------------------------------
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+namespace ficbroker::testing {
+
+/// A counter from the emulator's /_emulator/stats answer (0 when absent).
+std::int64_t stat_count(const boost::json::object& stats, const char* key);
+
+/// default_config() as a JSON object, to be changed and serialised by a test.
+boost::json::object default_config_object(const Emulator& emulator);
+
+/// Removes every fault rule (DELETE /_emulator/faults).
+void clear_faults(const Emulator& emulator);
+
+/// A binary run to completion, its stdout and stderr kept apart.
+struct ProcessResult {
+  int exit_code = -1;  // -1: killed after the timeout; 128 + N: ended by signal N
+  std::string out;
+  std::string err;
+};
+ProcessResult run_process(const std::vector<std::string>& argv,
+                          std::chrono::milliseconds timeout = std::chrono::seconds(30));
+
+/// The status code of a raw HTTP response ("HTTP/1.1 431 ..."); 0 when there is none.
+unsigned raw_status(const std::string& raw);
+
+/// The value of one sample in Prometheus text exposition, e.g.
+/// metric_value(text, "ficbroker_cache_hits_total") or
+/// metric_value(text, "ficbroker_requests_total{route=\"token\",status=\"200\"}").
+std::optional<double> metric_value(const std::string& metrics, const std::string& series);
+
+/// The JSON-lines log records whose "event" is `event` (lines that are not JSON are skipped).
+std::vector<boost::json::object> log_events(const std::string& log, const std::string& event);
+
+/// Polls `condition` every `interval` until it holds or `timeout` passes; returns its last value.
+bool wait_until(const std::function<bool()>& condition, std::chrono::milliseconds timeout,
+                std::chrono::milliseconds interval = std::chrono::milliseconds(50));
+
+}  // namespace ficbroker::testing

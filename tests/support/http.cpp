@@ -10,6 +10,9 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 
+#include <sys/socket.h>
+#include <sys/time.h>
+
 namespace ficbroker::testing {
 namespace beast = boost::beast;
 namespace http = beast::http;
@@ -58,6 +61,10 @@ std::string raw_exchange(unsigned short port, const std::string& bytes,
   beast::tcp_stream stream(ioc);
   stream.expires_after(timeout);
   stream.connect(asio::ip::tcp::endpoint(asio::ip::make_address("127.0.0.1"), port));
+  // Blocking reads ignore the stream's timer: bound them with SO_RCVTIMEO instead.
+  const auto usec = std::chrono::duration_cast<std::chrono::microseconds>(timeout).count();
+  timeval tv{static_cast<time_t>(usec / 1000000), static_cast<suseconds_t>(usec % 1000000)};
+  ::setsockopt(stream.socket().native_handle(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   asio::write(stream, asio::buffer(bytes));
   std::string out;
   char buf[4096];
