@@ -4,6 +4,7 @@
 
 #include <boost/json.hpp>
 
+#include <algorithm>
 #include <charconv>
 #include <cstdlib>
 #include <fstream>
@@ -472,9 +473,16 @@ ConfigLoad parse_config(std::string_view text, const EnvLookup& env) {
       v.error("identity_header_file", "cannot read '" + *header_file + "' (or larger than 4 KiB)");
     }
   }
-  if ((header || header_file) && config.identity_header.size() < 16 && load.errors.empty()) {
-    v.error(header ? "identity_header" : "identity_header_file",
-            "the secret must be at least 16 characters");
+  const bool header_read =
+      header_file && !header && config.identity_header_file == *header_file &&
+      load.errors.end() ==
+          std::find_if(load.errors.begin(), load.errors.end(),
+                       [](const std::string& e) { return e.starts_with("identity_header_file:"); });
+  if ((header && !header_file) || header_read) {
+    if (config.identity_header.size() < 16) {
+      v.error(header ? "identity_header" : "identity_header_file",
+              "the secret must be at least 16 characters");
+    }
   }
 
   if (auto level = v.string_at(obj, "log_level", "log_level")) {

@@ -13,10 +13,10 @@
 #include <charconv>
 #include <cstring>
 #include <list>
-#include <vector>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <vector>
 
 namespace ficbroker {
 using tcp = asio::ip::tcp;

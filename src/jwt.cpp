@@ -51,7 +51,9 @@ std::optional<std::int64_t> numeric_claim(const boost::json::object& claims,
   if (v->is_uint64() && v->get_uint64() < (1ULL << 62)) {
     return static_cast<std::int64_t>(v->get_uint64());
   }
-  if (v->is_double()) return static_cast<std::int64_t>(v->get_double());
+  if (v->is_double() && v->get_double() > -9.0e18 && v->get_double() < 9.0e18) {
+    return static_cast<std::int64_t>(v->get_double());
+  }
   return std::nullopt;
 }
 

@@ -44,7 +44,7 @@ asio::awaitable<TokenResult> TokenCache::get(std::string key, Fetch fetch) {
   const auto now = clock_.now();
   if (it == entries_.end()) {
     it = entries_.emplace(key, Entry{}).first;
-    enforce_bound();
+    enforce_bound(key);
     it = entries_.find(key);
   }
   Entry& entry = it->second;
@@ -117,11 +117,12 @@ void TokenCache::complete_flight(const std::string& key, const std::shared_ptr<F
                                  TokenResult result, bool background) {
   if (flight->result) return;
   const auto now = clock_.now();
+  bool short_lived = false;
   if (result && !settings_.policy.servable(*result, now)) {
     // A token that arrives with less than the floor left can never be handed out; caching it
     // would schedule an immediate refresh, again and again.
     UpstreamError e;
-    e.kind = UpstreamError::Kind::permanent;
+    e.kind = UpstreamError::Kind::transient;
     e.status = 503;
     e.error = "temporarily_unavailable";
     e.description =
@@ -129,6 +130,7 @@ void TokenCache::complete_flight(const std::string& key, const std::shared_ptr<F
         std::to_string(settings_.policy.min_validity.count()) + " s); it cannot be served";
     e.retry_after_seconds = 30;
     result = e;
+    short_lived = true;
   }
   auto it = entries_.find(key);
   if (it != entries_.end() && it->second.flight == flight) {
@@ -147,7 +149,8 @@ void TokenCache::complete_flight(const std::string& key, const std::shared_ptr<F
       if (error.kind == UpstreamError::Kind::permanent) {
         entry.negative = error;
         entry.negative_until = now + settings_.negative_ttl;
-      } else if (error.kind == UpstreamError::Kind::throttled && error.retry_after_seconds > 0) {
+      } else if ((error.kind == UpstreamError::Kind::throttled || short_lived) &&
+                 error.retry_after_seconds > 0) {
         // Throttled: nobody calls upstream for this key again before its Retry-After.
         entry.negative = error;
         entry.negative_until = now + std::chrono::seconds(error.retry_after_seconds);
@@ -188,15 +191,22 @@ void TokenCache::erase(EntryMap::iterator it) {
   ++stats_.evictions;
 }
 
-void TokenCache::enforce_bound() {
+void TokenCache::enforce_bound(std::string_view keep) {
   // Over the bound: drop the entries whose refresh is due soonest and that have no fetch in
   // flight; they are the ones closest to costing an upstream call anyway.
   auto pos = schedule_.begin();
   while (entries_.size() > settings_.max_entries && pos != schedule_.end()) {
     auto next = std::next(pos);
     auto it = entries_.find(pos->second);
-    if (it != entries_.end() && !it->second.flight) erase(it);
+    if (it != entries_.end() && !it->second.flight && it->first != keep) erase(it);
     pos = next;
+  }
+  // Entries whose fetch failed are not scheduled at all: drop those next.
+  for (auto it = entries_.begin();
+       entries_.size() > settings_.max_entries && it != entries_.end();) {
+    auto next = std::next(it);
+    if (!it->second.flight && !it->second.token && it->first != keep) erase(it);
+    it = next;
   }
 }
 

@@ -6,6 +6,7 @@
 
 #include <boost/json.hpp>
 
+#include <cctype>
 #include <charconv>
 
 namespace ficbroker {
@@ -41,6 +42,33 @@ std::string string_field(const json::object& obj, std::string_view key) {
 
 // Entra's error_description carries "\r\nTrace ID: …\r\nCorrelation ID: …\r\nTimestamp: …";
 // the first line is the part worth showing.
+// Replaces anything shaped like a JWT (three base64url segments, the first starting "eyJ") with a
+// placeholder: an upstream may echo the assertion it rejected.
+std::string redact_jwts(std::string text) {
+  std::size_t pos = 0;
+  while ((pos = text.find("eyJ", pos)) != std::string::npos) {
+    std::size_t end = pos;
+    int dots = 0;
+    while (end < text.size()) {
+      const char c = text[end];
+      const bool b64 = std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_';
+      if (c == '.') {
+        ++dots;
+      } else if (!b64) {
+        break;
+      }
+      ++end;
+    }
+    if (dots >= 2) {
+      text.replace(pos, end - pos, "[redacted token]");
+      pos += 16;
+    } else {
+      pos = end;
+    }
+  }
+  return text;
+}
+
 std::string first_line(std::string_view text, std::size_t limit = 600) {
   const auto end = text.find_first_of("\r\n");
   text = text.substr(0, end);
@@ -48,7 +76,7 @@ std::string first_line(std::string_view text, std::size_t limit = 600) {
   std::string out;
   out.reserve(text.size());
   for (char c : text) out.push_back(static_cast<unsigned char>(c) < 0x20 ? ' ' : c);
-  return out;
+  return redact_jwts(std::move(out));
 }
 
 UpstreamError status_error(unsigned status, std::string_view retry_after, std::string_view who) {
@@ -142,10 +170,12 @@ Token make_token(std::string access_token, std::int64_t expires_in, std::int64_t
 int parse_retry_after(std::string_view header) {
   while (!header.empty() && header.front() == ' ') header.remove_prefix(1);
   while (!header.empty() && header.back() == ' ') header.remove_suffix(1);
-  int n = 0;
+  std::uint64_t n = 0;
   const auto [ptr, ec] = std::from_chars(header.data(), header.data() + header.size(), n);
-  if (ec != std::errc{} || ptr != header.data() + header.size() || n < 0) return 0;
-  return n > 3600 ? 3600 : n;
+  if (ptr != header.data() + header.size() || header.empty()) return 0;
+  if (ec == std::errc::result_out_of_range) return 3600;  // all digits, just huge: cap it
+  if (ec != std::errc{}) return 0;
+  return n > 3600 ? 3600 : static_cast<int>(n);
 }
 
 TokenResult parse_entra_response(unsigned status, std::string_view body,

@@ -39,6 +39,7 @@ std::optional<Url> parse_url(std::string_view text) {
   } else {
     const auto colon = authority.rfind(':');
     url.host = std::string(authority.substr(0, colon));
+    if (url.host.find(':') != std::string::npos) return std::nullopt;  // IPv6 needs brackets
     if (colon != std::string_view::npos) port_text = authority.substr(colon + 1);
   }
   if (url.host.empty()) return std::nullopt;

@@ -134,7 +134,7 @@ class TokenCache {
   void schedule(const std::string& key, Entry& entry, SteadyTime when);
   void unschedule(Entry& entry);
   void erase(EntryMap::iterator it);
-  void enforce_bound();
+  void enforce_bound(std::string_view keep);
   void wake_refresher();
 
   asio::any_io_executor executor_;

@@ -18,10 +18,9 @@ unsigned short port_of(const std::string& host_port) {
 Emulator::Emulator(const TempDir& dir, std::vector<std::string> extra_args) {
   ca_file_ = dir.file("emulator-ca.pem");
   const std::string ready = dir.file("emulator.ready");
-  std::vector<std::string> argv{EMULATOR_BIN,    "--http-listen", "127.0.0.1:0",
-                                "--https-listen", "127.0.0.1:0",  "--ca-out",
-                                ca_file_,         "--ready-file", ready,
-                                "--quiet"};
+  std::vector<std::string> argv{EMULATOR_BIN,  "--http-listen", "127.0.0.1:0", "--https-listen",
+                                "127.0.0.1:0", "--ca-out",      ca_file_,      "--ready-file",
+                                ready,         "--quiet"};
   for (auto& a : extra_args) argv.push_back(std::move(a));
   process_ = ChildProcess(argv, dir.file("emulator.log"));
   const auto info = json::parse(wait_for_file(ready)).as_object();
@@ -59,8 +58,8 @@ Broker::Broker(const TempDir& dir, const std::string& config_json, const std::st
   log_path_ = dir.file(name + ".log");
   write_file(config_path_, config_json);
   const std::string ready = dir.file(name + ".ready");
-  process_ = ChildProcess({FICBROKER_BIN, "--config", config_path_, "--ready-file", ready},
-                          log_path_);
+  process_ =
+      ChildProcess({FICBROKER_BIN, "--config", config_path_, "--ready-file", ready}, log_path_);
   try {
     const auto info = json::parse(wait_for_file(ready, std::chrono::seconds(10))).as_object();
     port_ = port_of(std::string(info.at("listen").as_string()));
@@ -81,21 +80,31 @@ std::string default_config(const Emulator& emulator, const std::string& extra_to
   const std::string imds = "http://127.0.0.1:" + std::to_string(emulator.http_port());
   return std::string("{\n") + extra_top_level +
          "  \"listen\": \"127.0.0.1:0\",\n"
-         "  \"authority_host\": \"https://localhost:" + std::to_string(emulator.https_port()) +
+         "  \"authority_host\": \"https://localhost:" +
+         std::to_string(emulator.https_port()) +
          "\",\n"
-         "  \"ca_file\": \"" + emulator.ca_file() + "\",\n"
-         "  \"identity_header\": \"" + kIdentityHeader + "\",\n"
+         "  \"ca_file\": \"" +
+         emulator.ca_file() +
+         "\",\n"
+         "  \"identity_header\": \"" +
+         kIdentityHeader +
+         "\",\n"
          "  \"log_level\": \"info\",\n"
-         "  \"sources\": {\"uami\": {\"type\": \"imds\", \"endpoint\": \"" + imds +
-         "\", \"client_id\": \"" + kUamiClientId + "\"}},\n"
+         "  \"sources\": {\"uami\": {\"type\": \"imds\", \"endpoint\": \"" +
+         imds + "\", \"client_id\": \"" + kUamiClientId +
+         "\"}},\n"
          "  \"targets\": [\n"
-         "    {\"tenant_id\": \"" + kTenantA + "\", \"client_id\": \"" + kApp +
+         "    {\"tenant_id\": \"" +
+         kTenantA + "\", \"client_id\": \"" + kApp +
          "\", \"source\": \"uami\", \"default\": true},\n"
-         "    {\"tenant_id\": \"" + kTenantB + "\", \"client_id\": \"" + kApp +
+         "    {\"tenant_id\": \"" +
+         kTenantB + "\", \"client_id\": \"" + kApp +
          "\", \"source\": \"uami\"},\n"
-         "    {\"tenant_id\": \"" + kTenantA + "\", \"client_id\": \"" + kAppWrongFic +
+         "    {\"tenant_id\": \"" +
+         kTenantA + "\", \"client_id\": \"" + kAppWrongFic +
          "\", \"source\": \"uami\"},\n"
-         "    {\"tenant_id\": \"" + kTenantNoApp + "\", \"client_id\": \"" + kApp +
+         "    {\"tenant_id\": \"" +
+         kTenantNoApp + "\", \"client_id\": \"" + kApp +
          "\", \"source\": \"uami\"},\n"
          "  ]\n"
          "}\n";
@@ -124,11 +133,10 @@ void BrokerTest::SetUp() {
 // ------------------------------------------------------------------------------------------------
 #include <fcntl.h>
 #include <signal.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include <sstream>
+#include <sys/wait.h>
 #include <thread>
+#include <unistd.h>
 
 namespace ficbroker::testing {
 

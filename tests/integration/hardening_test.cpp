@@ -3,21 +3,20 @@
 // on the front door, listener restrictions and secrets in logs. Real binaries, real sockets.
 #include "fixture.hpp"
 
+#include <atomic>
+#include <cstdlib>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <optional>
 #include <poll.h>
+#include <set>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
-#include <unistd.h>
-
-#include <atomic>
-#include <cstdlib>
-#include <optional>
-#include <set>
 #include <thread>
+#include <unistd.h>
 
 namespace ficbroker::testing {
 namespace {
@@ -106,7 +105,8 @@ std::string read_until_closed(int fd, std::chrono::milliseconds timeout, bool* c
   if (closed) *closed = false;
   while (Clock::now() < deadline) {
     pollfd p{fd, POLLIN, 0};
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
     if (::poll(&p, 1, static_cast<int>(std::max<long>(1, left.count()))) <= 0) continue;
     char buf[4096];
     const auto n = ::recv(fd, buf, sizeof buf, 0);
@@ -128,7 +128,8 @@ std::string read_one_response(int fd, std::chrono::milliseconds timeout) {
     if (head_end != std::string::npos) {
       const auto cl = out.find("Content-Length: ");
       const std::size_t length =
-          cl == std::string::npos ? 0 : std::stoul(out.substr(cl + 16, out.find("\r\n", cl) - cl - 16));
+          cl == std::string::npos ? 0
+                                  : std::stoul(out.substr(cl + 16, out.find("\r\n", cl) - cl - 16));
       if (out.size() >= head_end + 4 + length) return out;
     }
     pollfd p{fd, POLLIN, 0};
@@ -491,8 +492,8 @@ class HardeningCacheTest : public ::testing::Test {
   void start(int lifetime, int min_validity) {
     emulator_.emplace(dir_);
     emulator_->settings({{"token_lifetime", lifetime}});
-    const std::string cache = "  \"cache\": {\"min_validity_seconds\": " +
-                              std::to_string(min_validity) + "},\n";
+    const std::string cache =
+        "  \"cache\": {\"min_validity_seconds\": " + std::to_string(min_validity) + "},\n";
     broker_.emplace(dir_, default_config(*emulator_, cache));
   }
   TempDir dir_;
@@ -597,14 +598,15 @@ class HardeningFrontDoorTest : public BrokerTest {
 };
 
 TEST_F(HardeningFrontDoorTest, OversizedHeadersAre431) {
-  const std::string request = token_request_line("/metadata/identity/oauth2/token") +
-                              "Host: 127.0.0.1\r\nMetadata: true\r\nX-Pad: " +
-                              std::string(9000, 'a') + "\r\n\r\n";
+  const std::string request =
+      token_request_line("/metadata/identity/oauth2/token") +
+      "Host: 127.0.0.1\r\nMetadata: true\r\nX-Pad: " + std::string(9000, 'a') + "\r\n\r\n";
   const auto raw = send_raw(request);
   EXPECT_EQ(raw_status(raw), 431u) << raw.substr(0, 200);
   // Just under the limit is fine.
-  const std::string fits = "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nX-Pad: " +
-                           std::string(7000, 'a') + "\r\n\r\n";
+  const std::string fits =
+      "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nX-Pad: " +
+      std::string(7000, 'a') + "\r\n\r\n";
   EXPECT_EQ(raw_status(send_raw(fits)), 200u);
   expect_no_upstream_calls();
 }
@@ -695,8 +697,8 @@ TEST_F(HardeningFrontDoorTest, ForeignHostIs403) {
 }
 
 TEST_F(HardeningFrontDoorTest, ForwardedRequestsAre400) {
-  for (const std::string header : {"X-Forwarded-For: 10.0.0.1", "Forwarded: for=10.0.0.1",
-                                   "x-forwarded-for: 127.0.0.1"}) {
+  for (const std::string header :
+       {"X-Forwarded-For: 10.0.0.1", "Forwarded: for=10.0.0.1", "x-forwarded-for: 127.0.0.1"}) {
     const auto raw = send_raw(token_request_line("/metadata/identity/oauth2/token") +
                               "Host: 127.0.0.1\r\nMetadata: true\r\n" + header + "\r\n\r\n");
     EXPECT_EQ(raw_status(raw), 400u) << header << "\n" << raw.substr(0, 300);
@@ -766,9 +768,7 @@ TEST_F(HardeningFrontDoorTest, ThreeHundredIdleConnectionsLeaveTheBrokerAnswerin
     idle.fds.push_back(fd);
   }
   ASSERT_TRUE(wait_until(
-      [&] {
-        return metric_or_zero(metrics_of(*broker_), "ficbroker_connections_open") >= 300;
-      },
+      [&] { return metric_or_zero(metrics_of(*broker_), "ficbroker_connections_open") >= 300; },
       5s))
       << metrics_of(*broker_);
   const auto start = Clock::now();
@@ -833,8 +833,9 @@ TEST_F(HardeningListenerTest, UnixSocketRefusesPeersWhoseUidIsNotListed) {
   const int fd = unix_connect(path);
   ASSERT_GE(fd, 0);
   FdSet guard{{fd}};
-  send_all(fd, "GET /token?resource=https://graph.microsoft.com HTTP/1.1\r\nHost: localhost\r\n"
-               "Metadata: true\r\nConnection: close\r\n\r\n");
+  send_all(fd,
+           "GET /token?resource=https://graph.microsoft.com HTTP/1.1\r\nHost: localhost\r\n"
+           "Metadata: true\r\nConnection: close\r\n\r\n");
   bool closed = false;
   const auto answer = read_until_closed(fd, 5s, &closed);
   EXPECT_TRUE(closed);
@@ -850,8 +851,9 @@ TEST_F(HardeningListenerTest, UnixSocketServesPeersWhoseUidIsListed) {
   const int fd = unix_connect(path);
   ASSERT_GE(fd, 0);
   FdSet guard{{fd}};
-  send_all(fd, "GET /token?resource=https://graph.microsoft.com HTTP/1.1\r\nHost: localhost\r\n"
-               "Metadata: true\r\nConnection: close\r\n\r\n");
+  send_all(fd,
+           "GET /token?resource=https://graph.microsoft.com HTTP/1.1\r\nHost: localhost\r\n"
+           "Metadata: true\r\nConnection: close\r\n\r\n");
   const auto answer = read_until_closed(fd, 10s);
   ASSERT_EQ(raw_status(answer), 200u) << answer;
   EXPECT_NE(answer.find("access_token"), std::string::npos);
@@ -893,8 +895,9 @@ TEST_F(HardeningListenerTest, IdentityHeaderFileReadableByOthersIsWarnedAbout) {
   EXPECT_NE(loose_log.find("readable by other users"), std::string::npos) << loose_log;
   EXPECT_EQ(loose_log.find(kIdentityHeader), std::string::npos) << "the secret was logged";
   // It still works: the App Service route accepts the secret from the file.
-  EXPECT_EQ(loose.get("/msi/token?api-version=2019-08-01&resource=https://graph.microsoft.com",
-                      {{"X-IDENTITY-HEADER", kIdentityHeader}})
+  EXPECT_EQ(loose
+                .get("/msi/token?api-version=2019-08-01&resource=https://graph.microsoft.com",
+                     {{"X-IDENTITY-HEADER", kIdentityHeader}})
                 .status,
             200u);
 

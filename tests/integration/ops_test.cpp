@@ -3,19 +3,18 @@
 // `--check-config`) and the JSON-lines log. Real binaries, real sockets.
 #include "fixture.hpp"
 
-#include <netinet/in.h>
-#include <poll.h>
-#include <signal.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <atomic>
 #include <cstdlib>
 #include <mutex>
+#include <netinet/in.h>
 #include <optional>
+#include <poll.h>
+#include <signal.h>
 #include <sstream>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <thread>
+#include <unistd.h>
 
 namespace ficbroker::testing {
 namespace {
@@ -216,8 +215,7 @@ TEST_F(OpsMetricsTest, MetricsPassPromtoolAndCoverRequestsCacheUpstreamAndExpiry
   const std::string& m = response.body;
 
   // Requests by route and status.
-  EXPECT_EQ(metric_value(m, R"(ficbroker_requests_total{route="token",status="200"})"), 11.0)
-      << m;
+  EXPECT_EQ(metric_value(m, R"(ficbroker_requests_total{route="token",status="200"})"), 11.0) << m;
   EXPECT_EQ(metric_value(m, R"(ficbroker_requests_total{route="token",status="400"})"), 1.0) << m;
   // Cache outcomes.
   EXPECT_GE(metric_value(m, "ficbroker_cache_hits_total").value_or(0), 1.0) << m;
@@ -230,25 +228,25 @@ TEST_F(OpsMetricsTest, MetricsPassPromtoolAndCoverRequestsCacheUpstreamAndExpiry
       << m;
   EXPECT_EQ(metric_value(m, "ficbroker_upstream_duration_seconds_count{" + entra_b + "}"), 1.0)
       << m;
-  EXPECT_EQ(metric_value(m, "ficbroker_upstream_duration_seconds_bucket{" + entra_a +
-                                R"(,le="+Inf"})"),
-            2.0)
+  EXPECT_EQ(
+      metric_value(m, "ficbroker_upstream_duration_seconds_bucket{" + entra_a + R"(,le="+Inf"})"),
+      2.0)
       << m;
   EXPECT_EQ(
       metric_value(m, R"(ficbroker_upstream_duration_seconds_count{upstream="imds",tenant=""})"),
       1.0)
       << m;
   // Seconds to expiry per cached key: the three tokens and the assertion.
-  const std::string graph_a = std::string(R"(ficbroker_token_expiry_seconds{kind="token",tenant=")") +
-                              kTenantA + R"(",app=")" + kApp +
-                              R"(",resource="https://graph.microsoft.com"})";
+  const std::string graph_a =
+      std::string(R"(ficbroker_token_expiry_seconds{kind="token",tenant=")") + kTenantA +
+      R"(",app=")" + kApp + R"(",resource="https://graph.microsoft.com"})";
   const auto expiry = metric_value(m, graph_a);
   ASSERT_TRUE(expiry.has_value()) << m;
   EXPECT_GT(*expiry, 3000.0);
   EXPECT_LE(*expiry, 3600.0);
   std::size_t expiry_series = 0;
-  for (std::size_t pos = 0; (pos = m.find("\nficbroker_token_expiry_seconds{", pos)) != std::string::npos;
-       ++pos) {
+  for (std::size_t pos = 0;
+       (pos = m.find("\nficbroker_token_expiry_seconds{", pos)) != std::string::npos; ++pos) {
     ++expiry_series;
   }
   EXPECT_EQ(expiry_series, 4u) << m;
@@ -266,7 +264,9 @@ TEST_F(OpsMetricsTest, MetricsPassPromtoolAndCoverRequestsCacheUpstreamAndExpiry
   const std::string file = dir_.file("metrics.txt");
   write_file(file, m);
   const auto check = run_process({"/bin/sh", "-c", *promtool + " check metrics < '" + file + "'"});
-  EXPECT_EQ(check.exit_code, 0) << "promtool check metrics:\n" << check.out << check.err << "\n" << m;
+  EXPECT_EQ(check.exit_code, 0) << "promtool check metrics:\n"
+                                << check.out << check.err << "\n"
+                                << m;
 }
 
 // =============================================================================================
@@ -288,8 +288,8 @@ class OpsReadinessTest : public ::testing::Test {
 TEST_F(OpsReadinessTest, ReadyzIs503UntilThePrewarmTokensAreCached) {
   Emulator emulator(dir_);
   emulator.settings({{"delay_ms", 1500}});  // the prewarm fetch takes > 3 s (IMDS, then Entra)
-  Broker broker(dir_, prewarm_config(emulator, "http://127.0.0.1:" +
-                                                   std::to_string(emulator.http_port())));
+  Broker broker(
+      dir_, prewarm_config(emulator, "http://127.0.0.1:" + std::to_string(emulator.http_port())));
   const auto start = Clock::now();
   const auto early = broker.get("/readyz");
   EXPECT_LT(seconds_since(start), 1.0) << "a readiness probe waited on the upstream";
@@ -298,8 +298,7 @@ TEST_F(OpsReadinessTest, ReadyzIs503UntilThePrewarmTokensAreCached) {
   EXPECT_EQ(metric_value(metrics_of(broker), "ficbroker_ready"), 0.0);
   EXPECT_EQ(broker.get("/healthz").status, 200u) << "liveness does not depend on prewarm";
 
-  ASSERT_TRUE(wait_until([&] { return broker.get("/readyz").status == 200; }, 20s))
-      << broker.log();
+  ASSERT_TRUE(wait_until([&] { return broker.get("/readyz").status == 200; }, 20s)) << broker.log();
   EXPECT_EQ(metric_value(metrics_of(broker), "ficbroker_ready"), 1.0);
   // Ready means cached: both prewarmed resources are served without an upstream call.
   const auto entra = stat_count(emulator.stats(), "entra");
@@ -486,13 +485,13 @@ TEST_F(OpsCliTest, CheckConfigExitsZeroWhenValidAndNamesEveryWrongKeyOtherwise) 
   EXPECT_NE(invalid.exit_code, 0);
   EXPECT_NE(invalid.exit_code, -1);
   const auto text = invalid.out + invalid.err;
-  for (const char* key : {"listn", "cache.min_validity_seconds", "targets[0].tenant_id",
-                          "targets[1].source"}) {
+  for (const char* key :
+       {"listn", "cache.min_validity_seconds", "targets[0].tenant_id", "targets[1].source"}) {
     EXPECT_NE(text.find(key), std::string::npos) << key << " not named in:\n" << text;
   }
 
-  const auto missing = run_process(
-      {FICBROKER_BIN, "--check-config", "--config", dir_.file("does-not-exist.jsonc")});
+  const auto missing =
+      run_process({FICBROKER_BIN, "--check-config", "--config", dir_.file("does-not-exist.jsonc")});
   EXPECT_NE(missing.exit_code, 0);
   EXPECT_NE((missing.out + missing.err).find("does-not-exist.jsonc"), std::string::npos);
 }
@@ -526,9 +525,9 @@ TEST_F(OpsLogTest, OneJsonLinePerRequestWithRouteStatusLatencyTenantResourceAndC
       "/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https://vault.azure.net");
   EXPECT_EQ(imds.status, 200u);
   expected.push_back({"imds", 200, "", kVault, "miss"});
-  const auto app_service = broker_->get(
-      "/msi/token?api-version=2019-08-01&resource=https://vault.azure.net",
-      {{"X-IDENTITY-HEADER", kIdentityHeader}});
+  const auto app_service =
+      broker_->get("/msi/token?api-version=2019-08-01&resource=https://vault.azure.net",
+                   {{"X-IDENTITY-HEADER", kIdentityHeader}});
   EXPECT_EQ(app_service.status, 200u);
   expected.push_back({"app_service", 200, "", kVault, "hit"});
   // Probes are not request-logged.

@@ -1,0 +1,76 @@
+// Resource <-> scope conversion and secret fingerprints.
+#include "ficbroker/token.hpp"
+
+#include <gtest/gtest.h>
+
+#include <stdexcept>
+
+namespace ficbroker {
+namespace {
+
+TEST(ResourceToScopeTest, AppendsDefault) {
+  EXPECT_EQ(resource_to_scope("https://vault.azure.net"), "https://vault.azure.net/.default");
+  EXPECT_EQ(resource_to_scope("api://AzureADTokenExchange"), "api://AzureADTokenExchange/.default");
+  EXPECT_EQ(resource_to_scope("00000003-0000-0000-c000-000000000000"),
+            "00000003-0000-0000-c000-000000000000/.default");
+}
+
+TEST(ResourceToScopeTest, KeepsATrailingSlash) {
+  EXPECT_EQ(resource_to_scope("https://database.windows.net/"),
+            "https://database.windows.net//.default");
+  EXPECT_EQ(resource_to_scope("https://management.azure.com/"),
+            "https://management.azure.com//.default");
+}
+
+TEST(ResourceToScopeTest, LeavesAScopeAlone) {
+  EXPECT_EQ(resource_to_scope("https://graph.microsoft.com/.default"),
+            "https://graph.microsoft.com/.default");
+  EXPECT_EQ(resource_to_scope("https://database.windows.net//.default"),
+            "https://database.windows.net//.default");
+}
+
+TEST(ScopeToResourceTest, StripsOneDefault) {
+  EXPECT_EQ(scope_to_resource("https://graph.microsoft.com/.default"),
+            "https://graph.microsoft.com");
+  EXPECT_EQ(scope_to_resource("https://database.windows.net//.default"),
+            "https://database.windows.net/");
+  EXPECT_EQ(scope_to_resource("https://x/.default/.default"), "https://x/.default");
+  EXPECT_EQ(scope_to_resource("https://graph.microsoft.com"), "https://graph.microsoft.com");
+  EXPECT_EQ(scope_to_resource(".default"), ".default") << "no slash: not the suffix";
+}
+
+TEST(ScopeToResourceTest, InvertsResourceToScope) {
+  for (const char* resource : {"https://vault.azure.net", "https://database.windows.net/",
+                               "api://AzureADTokenExchange", "urn:x"}) {
+    EXPECT_EQ(scope_to_resource(resource_to_scope(resource)), resource);
+  }
+}
+
+TEST(FingerprintTest, IsTheFirstEightHexDigitsOfSha256) {
+  EXPECT_EQ(fingerprint("abc"), "ba7816bf");
+  EXPECT_EQ(fingerprint(""), "e3b0c442");
+}
+
+TEST(FingerprintTest, DiffersForDifferentSecretsAndNeverContainsThem) {
+  const std::string a = fingerprint("eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhIn0.c2ln");
+  const std::string b = fingerprint("eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJiIn0.c2ln");
+  EXPECT_EQ(a.size(), 8u);
+  EXPECT_NE(a, b);
+  EXPECT_EQ(a.find("eyJ"), std::string::npos);
+}
+
+TEST(TokenResultTest, ValueOfAnErrorThrowsWithTheDescription) {
+  UpstreamError e;
+  e.description = "IMDS answered HTTP 500";
+  const TokenResult r = e;
+  try {
+    (void)r.value();
+    FAIL() << "value() of an error must throw";
+  } catch (const std::exception& ex) {
+    EXPECT_NE(std::string(ex.what()).find("IMDS answered HTTP 500"), std::string::npos)
+        << ex.what();
+  }
+}
+
+}  // namespace
+}  // namespace ficbroker
