@@ -13,8 +13,9 @@ jobs=$(nproc 2>/dev/null || echo 2)
 
 build_packages=(cmake ninja-build g++ pkg-config libboost1.81-dev libboost-json1.81-dev libssl-dev
                 googletest libgtest-dev)
-test_packages=(clang-14 clang-format-14 libclang-rt-14-dev libbenchmark-dev curl jq openssl
-               python3-azure python3-yaml shellcheck iproute2 iptables prometheus util-linux)
+test_packages=(clang-14 clang-format-14 libclang-rt-14-dev libbenchmark-dev curl jq openssl wrk
+               python3-azure python3-yaml shellcheck iproute2 iptables prometheus util-linux
+               binutils)
 demo_packages=(curl jq)
 
 log() { printf '\n==> %s\n' "$*"; }
@@ -120,6 +121,11 @@ run_tests() {
     FICBROKER_BUILD=build-ci tests/deploy/transparent_netns_test.sh || failed=1
   fi
 
+  if [ -x tests/soak/soak.sh ]; then
+    log "soak: a minute of load while refreshes fail and connections reset"
+    BUILD_DIR=build-ci tests/soak/soak.sh || failed=1
+  fi
+
   log "build + tests: AddressSanitizer + UndefinedBehaviorSanitizer (GCC)"
   configure_and_build build-asan -DCMAKE_BUILD_TYPE=Debug -DFICBROKER_WARNINGS_AS_ERRORS=ON \
     -DFICBROKER_SANITIZERS=address,undefined
@@ -132,6 +138,11 @@ run_tests() {
     -DFICBROKER_WARNINGS_AS_ERRORS=ON -DFICBROKER_SANITIZERS=thread
   (cd build-tsan && TSAN_OPTIONS=halt_on_error=1 \
      ctest --output-on-failure -j "$jobs" --timeout 600) || failed=1
+
+  if [ -x fuzz/run.sh ]; then
+    log "fuzzing: every libFuzzer target briefly (clang 14, ASan + UBSan)"
+    fuzz/run.sh build-fuzz "${FUZZ_SECONDS:-10}" || failed=1
+  fi
 
   log "all suites done in $(( SECONDS - start )) s"
   return $failed
