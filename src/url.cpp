@@ -4,6 +4,7 @@
 
 #include <boost/asio/ip/address.hpp>
 
+#include <cctype>
 #include <charconv>
 
 namespace ficbroker {
@@ -23,11 +24,18 @@ std::optional<Url> parse_url(std::string_view text) {
   if (url.scheme != "http" && url.scheme != "https") return std::nullopt;
   std::string_view rest = text.substr(sep + 3);
   if (rest.find_first_of("?#@\\ ") != std::string_view::npos) return std::nullopt;
+  // The host and path end up in a request line, a Host header, a CONNECT line and SNI: no
+  // control characters, no non-ASCII bytes.
+  for (char c : rest) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u <= 0x20 || u >= 0x7F) return std::nullopt;
+  }
   const auto slash = rest.find('/');
   std::string_view authority = rest.substr(0, slash);
   url.path = slash == std::string_view::npos ? "/" : std::string(rest.substr(slash));
   std::string_view port_text;
-  if (!authority.empty() && authority.front() == '[') {
+  const bool bracketed = !authority.empty() && authority.front() == '[';
+  if (bracketed) {
     const auto close = authority.find(']');
     if (close == std::string_view::npos) return std::nullopt;
     url.host = std::string(authority.substr(1, close - 1));
@@ -43,6 +51,11 @@ std::optional<Url> parse_url(std::string_view text) {
     if (colon != std::string_view::npos) port_text = authority.substr(colon + 1);
   }
   if (url.host.empty()) return std::nullopt;
+  for (char c : url.host) {
+    const bool ok = std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '.' ||
+                    (bracketed && c == ':');
+    if (!ok) return std::nullopt;
+  }
   url.host = ascii_lower(url.host);
   if (port_text.empty()) {
     url.port = url.is_https() ? 443 : 80;
