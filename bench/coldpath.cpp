@@ -25,6 +25,9 @@
 // Common options: --broker H:P --imds H:P --entra H:P --ca FILE --tenant T --app A --uami U
 //                 --prefix https://res- --suffix .example --from I --count N [--connections C]
 //                 [--resource R (cold)]
+#include "ficbroker/encoding.hpp"
+#include "ficbroker/token.hpp"
+
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -104,20 +107,34 @@ Options parse(int argc, char** argv) {
       if (i + 1 >= argc) usage("missing value for " + std::string(arg));
       return argv[++i];
     };
-    if (arg == "--broker") o.broker = split_host_port(value());
-    else if (arg == "--imds") o.imds = split_host_port(value());
-    else if (arg == "--entra") o.entra = split_host_port(value());
-    else if (arg == "--ca") o.ca = value();
-    else if (arg == "--tenant") o.tenant = value();
-    else if (arg == "--app") o.app = value();
-    else if (arg == "--uami") o.uami = value();
-    else if (arg == "--prefix") o.prefix = value();
-    else if (arg == "--suffix") o.suffix = value();
-    else if (arg == "--resource") o.resource = value();
-    else if (arg == "--from") o.from = std::stoul(value());
-    else if (arg == "--count") o.count = std::stoul(value());
-    else if (arg == "--connections") o.connections = std::stoul(value());
-    else usage("unknown argument " + std::string(arg));
+    if (arg == "--broker")
+      o.broker = split_host_port(value());
+    else if (arg == "--imds")
+      o.imds = split_host_port(value());
+    else if (arg == "--entra")
+      o.entra = split_host_port(value());
+    else if (arg == "--ca")
+      o.ca = value();
+    else if (arg == "--tenant")
+      o.tenant = value();
+    else if (arg == "--app")
+      o.app = value();
+    else if (arg == "--uami")
+      o.uami = value();
+    else if (arg == "--prefix")
+      o.prefix = value();
+    else if (arg == "--suffix")
+      o.suffix = value();
+    else if (arg == "--resource")
+      o.resource = value();
+    else if (arg == "--from")
+      o.from = std::stoul(value());
+    else if (arg == "--count")
+      o.count = std::stoul(value());
+    else if (arg == "--connections")
+      o.connections = std::stoul(value());
+    else
+      usage("unknown argument " + std::string(arg));
   }
   if (o.broker.host.empty()) usage("--broker is required");
   if (o.mode != "fill" && (o.imds.host.empty() || o.entra.host.empty() || o.ca.empty())) {
@@ -126,29 +143,6 @@ Options parse(int argc, char** argv) {
   if (o.count == 0 || o.count > 1'000'000) usage("--count must be 1..1000000");
   if (o.connections == 0 || o.connections > 256) usage("--connections must be 1..256");
   return o;
-}
-
-std::string percent_encode(std::string_view s) {
-  static constexpr char kHex[] = "0123456789ABCDEF";
-  std::string out;
-  out.reserve(s.size() * 3);
-  for (const char c : s) {
-    const auto u = static_cast<unsigned char>(c);
-    if ((u >= 'a' && u <= 'z') || (u >= 'A' && u <= 'Z') || (u >= '0' && u <= '9') || c == '-' ||
-        c == '.' || c == '_' || c == '~') {
-      out.push_back(c);
-    } else {
-      out.push_back('%');
-      out.push_back(kHex[u >> 4]);
-      out.push_back(kHex[u & 15]);
-    }
-  }
-  return out;
-}
-
-std::string scope_for(const std::string& resource) {
-  // ficbroker's resource_to_scope: resource + "/.default" (a trailing slash is kept).
-  return resource + "/.default";
 }
 
 double ms_since(Clock::time_point t0) {
@@ -198,8 +192,8 @@ class PlainConn {
   }
 
   // `fresh`: a new connection, its set-up inside the timed span.
-  Answer get(const std::string& target, const std::vector<std::pair<std::string, std::string>>& headers,
-             bool fresh = false) {
+  Answer get(const std::string& target,
+             const std::vector<std::pair<std::string, std::string>>& headers, bool fresh = false) {
     http::request<http::string_body> req{http::verb::get, target, 11};
     req.set(http::field::host, target_.host + ":" + target_.port);
     for (const auto& [k, v] : headers) req.set(k, v);
@@ -292,19 +286,20 @@ struct Direct {
     ctx.load_verify_file(o.ca);
     ctx.set_verify_mode(ssl::verify_peer);
     imds_target = "/metadata/identity/oauth2/token?api-version=2018-02-01&resource=" +
-                  percent_encode("api://AzureADTokenExchange") + "&client_id=" +
-                  percent_encode(o.uami);
-    entra_target = "/" + percent_encode(o.tenant) + "/oauth2/v2.0/token";
+                  ficbroker::percent_encode("api://AzureADTokenExchange") +
+                  "&client_id=" + ficbroker::percent_encode(o.uami);
+    entra_target = "/" + ficbroker::percent_encode(o.tenant) + "/oauth2/v2.0/token";
   }
 
   Answer imds_call(bool fresh) { return imds.get(imds_target, kMetadata, fresh); }
 
   Answer entra_call(const std::string& resource, bool fresh) {
-    std::string body = "grant_type=client_credentials&client_id=" + percent_encode(opt.app) +
-                       "&scope=" + percent_encode(scope_for(resource)) +
-                       "&client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-"
-                       "type%3Ajwt-bearer&client_assertion=" +
-                       percent_encode(assertion);
+    std::string body =
+        "grant_type=client_credentials&client_id=" + ficbroker::percent_encode(opt.app) +
+        "&scope=" + ficbroker::percent_encode(ficbroker::resource_to_scope(resource)) +
+        "&client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-"
+        "type%3Ajwt-bearer&client_assertion=" +
+        ficbroker::percent_encode(assertion);
     return entra.post(entra_target, body, fresh);
   }
 
@@ -356,8 +351,8 @@ int run_misses(const Options& o) {
     const Answer de = direct.entra_call(resource, false);
     const Answer di = direct.imds_call(false);
     if (miss.status != 200 || de.status != 200 || di.status != 200) ++failures;
-    std::printf("sample %zu %u %.4f %.4f %ld %.4f %ld\n", i, miss.status, miss.ms, de.ms,
-                de.emu_us, di.ms, di.emu_us);
+    std::printf("sample %zu %u %.4f %.4f %ld %.4f %ld\n", i, miss.status, miss.ms, de.ms, de.emu_us,
+                di.ms, di.emu_us);
   }
   mark(control, "end");
   return failures == 0 ? 0 : 1;
@@ -398,8 +393,8 @@ int run_fill(const Options& o) {
         const std::size_t i = next.fetch_add(1);
         if (i >= o.from + o.count) break;
         try {
-          const Answer a = broker.get(broker_target(o.prefix + std::to_string(i) + o.suffix),
-                                      kMetadata);
+          const Answer a =
+              broker.get(broker_target(o.prefix + std::to_string(i) + o.suffix), kMetadata);
           ++mine[a.status];
         } catch (const std::exception&) {
           ++my_errors;
