@@ -40,12 +40,16 @@ if [ ! -f "$build/CMakeCache.txt" ]; then
     -DFICBROKER_SANITIZERS=address,undefined
 fi
 echo "fuzz: building fuzzers in $build"
+# Two run.sh sharing a build directory must not run ninja at the same time.
+exec 9> "$build/.ficbroker-fuzz.lock"
+if command -v flock > /dev/null; then flock 9; fi
 if ! cmake --build "$build" --target ficbroker_fuzzers; then
   echo "fuzz: build failed (is add_subdirectory(fuzz) in the top-level CMakeLists.txt, and was" \
        "$build configured with -DFICBROKER_BUILD_FUZZ=ON?)" >&2
   echo "fuzz: 0 passed, 1 failed"
   exit 1
 fi
+exec 9>&-
 build="$(cd "$build" && pwd)"  # the fuzzers run from scratch directories
 list="$build/fuzz/fuzzers.txt"
 if [ ! -f "$list" ]; then

@@ -327,6 +327,9 @@ RouteDecision route_request(const RequestView& request, const RouterSettings& se
     }
     q.resource = scope_to_resource(*scope);
     q.scope = resource_to_scope(*scope);
+    if (q.resource.empty()) {
+      return reply(route, error_reply(400, "invalid_request", "scope names no resource", route));
+    }
   } else if (resource && !resource->empty()) {
     q.resource = *resource;
     q.scope = resource_to_scope(*resource);

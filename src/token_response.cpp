@@ -151,7 +151,9 @@ Token make_token(std::string access_token, std::int64_t expires_in, std::int64_t
   t.issued_at = now;
   t.expires_at = now + std::chrono::seconds(expires_in);
   t.expires_on = now_epoch + expires_in;
-  t.ext_expires_on = now_epoch + (ext_expires_in > 0 ? ext_expires_in : expires_in);
+  t.ext_expires_on =
+      now_epoch +
+      (ext_expires_in > 0 && ext_expires_in <= kMaxLifetime ? ext_expires_in : expires_in);
   t.not_before = now_epoch;
   if (auto claims = decode_jwt_claims(t.access_token)) {
     if (auto nbf = numeric_claim(*claims, "nbf")) t.not_before = *nbf;
@@ -195,7 +197,9 @@ TokenResult parse_entra_response(unsigned status, std::string_view body,
       e.aadsts = static_cast<int>(as_integer(&codes->get_array()[0]).value_or(0));
     }
     e.correlation_id = first_line(string_field(*obj, "correlation_id"), 64);
-    if (!error.empty()) e.error = first_line(error, 64);
+    if (auto code = first_line(error, 64); code.find_first_not_of(' ') != std::string::npos) {
+      e.error = std::move(code);
+    }
     if (!description.empty()) e.description = description;
     if (e.kind == UpstreamError::Kind::permanent) {
       if (is_transient_aadsts(e.aadsts) || e.error == "temporarily_unavailable") {
@@ -240,8 +244,8 @@ TokenResult parse_managed_identity_response(unsigned status, std::string_view bo
       if (description.empty()) description = first_line(string_field(*obj, "message"));
       if (!description.empty()) e.description = std::string(who) + ": " + description;
       if (e.kind == UpstreamError::Kind::permanent) {
-        const auto error = string_field(*obj, "error");
-        if (!error.empty()) e.error = first_line(error, 64);
+        auto code = first_line(string_field(*obj, "error"), 64);
+        if (code.find_first_not_of(' ') != std::string::npos) e.error = std::move(code);
       }
     }
     return e;
@@ -257,7 +261,7 @@ TokenResult parse_managed_identity_response(unsigned status, std::string_view bo
     return malformed(who, "expires_in is not a number");
   }
   if (!expires_in) {
-    if (auto on = as_integer(obj->if_contains("expires_on"))) {
+    if (auto on = as_integer(obj->if_contains("expires_on")); on && *on > 0 && *on < (1LL << 40)) {
       expires_in = *on - clock.epoch_seconds();
     }
   }

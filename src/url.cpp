@@ -87,12 +87,15 @@ std::optional<boost::asio::ip::address> as_address(std::string_view host) {
 }  // namespace
 
 bool is_loopback(std::string_view host) {
+  // A NUL would end the C string the address parser sees: "127.0.0.1\0.evil" is not loopback.
+  if (host.find('\0') != std::string_view::npos) return false;
   if (iequals(host, "localhost")) return true;
   const auto address = as_address(host);
   return address && address->is_loopback();
 }
 
 bool is_loopback_or_link_local(std::string_view host) {
+  if (host.find('\0') != std::string_view::npos) return false;
   if (is_loopback(host)) return true;
   const auto address = as_address(host);
   if (!address) return false;
