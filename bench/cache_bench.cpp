@@ -327,7 +327,8 @@ std::shared_ptr<const fb::Config> bench_config() {
     "authority_host": "https://localhost:1",
     "sources": {"uami": {"type": "imds", "endpoint": "http://127.0.0.1:1",
                          "client_id": "aaaaaaaa-0000-0000-0000-000000000001"}},
-    "targets": [{"tenant_id": ")") + kTenant + R"(", "client_id": ")" + kApp +
+    "targets": [{"tenant_id": ")") +
+                           kTenant + R"(", "client_id": ")" + kApp +
                            R"(", "source": "uami", "default": true}]
   })";
   fb::ConfigLoad load = fb::parse_config(text);

@@ -236,7 +236,8 @@ int main(int argc, char** argv) {
         connect_start = Clock::now();
         std::size_t pending = conns.size();
         asio::steady_timer all_connected(ioc, Clock::time_point::max());
-        for (auto& c : conns) asio::co_spawn(ioc, connect_one(*c, ep, pending, all_connected), asio::detached);
+        for (auto& c : conns)
+          asio::co_spawn(ioc, connect_one(*c, ep, pending, all_connected), asio::detached);
         if (pending > 0) co_await all_connected.async_wait(use_nothrow);
         connect_end = Clock::now();
         // Phases 2 and 3: all requests sent back to back; each connection then reads its answer.
@@ -246,7 +247,8 @@ int main(int argc, char** argv) {
         asio::steady_timer all_done(ioc, Clock::time_point::max());
         if (in_flight > 0) {
           for (auto& c : conns) {
-            if (c->connected) asio::co_spawn(ioc, exchange_one(*c, request, in_flight, all_done), asio::detached);
+            if (c->connected)
+              asio::co_spawn(ioc, exchange_one(*c, request, in_flight, all_done), asio::detached);
           }
           co_await all_done.async_wait(use_nothrow);
         }
@@ -302,10 +304,11 @@ int main(int argc, char** argv) {
   // From the last request written to the last response read: how long the server needed once
   // the client had stopped sending.
   std::printf("\"drain_ms\":%.3f,", lat.empty() ? 0.0 : ms(last_t1 - last_t0));
-  std::printf("\"latency_ms\":{\"min\":%.3f,\"p50\":%.3f,\"p90\":%.3f,\"p99\":%.3f,\"max\":%.3f}}\n",
-              lat.empty() ? 0.0 : lat.front(), percentile(lat, 50), percentile(lat, 90),
-              percentile(lat, 99), lat.empty() ? 0.0 : lat.back());
-  const bool all_ok = by_status.size() == 1 && by_status.count(200) == 1 &&
-                      by_status[200] == opt.connections;
+  std::printf(
+      "\"latency_ms\":{\"min\":%.3f,\"p50\":%.3f,\"p90\":%.3f,\"p99\":%.3f,\"max\":%.3f}}\n",
+      lat.empty() ? 0.0 : lat.front(), percentile(lat, 50), percentile(lat, 90),
+      percentile(lat, 99), lat.empty() ? 0.0 : lat.back());
+  const bool all_ok =
+      by_status.size() == 1 && by_status.count(200) == 1 && by_status[200] == opt.connections;
   return all_ok ? 0 : 1;
 }

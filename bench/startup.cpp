@@ -1,33 +1,33 @@
 // ficbroker_startup: start-to-ready time of ficbroker, measured from just before posix_spawn()
 // until (a) the --ready-file exists and (b) GET /healthz answers 200. Polls every 100 µs, both
-// conditions in the same loop. Each run is stopped with SIGTERM (SIGKILL after 5 s) before the next.
+// conditions in the same loop. Each run is stopped with SIGTERM (SIGKILL after 5 s) before the
+// next.
 //
 //   ficbroker_startup --binary PATH --config-template FILE --workdir DIR [--runs 20]
 //
 // The template's "@PORT@" is replaced by a port that was free a moment before (the health check
 // needs to know the port before the ready file names it).
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <signal.h>
-#include <spawn.h>
-#include <sys/resource.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
-#include <unistd.h>
-#include <fcntl.h>
-
 #include <algorithm>
+#include <arpa/inet.h>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fcntl.h>
 #include <fstream>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <spawn.h>
 #include <sstream>
 #include <string>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <thread>
+#include <unistd.h>
 #include <vector>
 
 extern char** environ;
@@ -73,9 +73,8 @@ bool healthz_ok(unsigned short port) {
   if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
     timeval tv{1, 0};
     ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    const std::string req =
-        "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:" + std::to_string(port) +
-        "\r\nConnection: close\r\n\r\n";
+    const std::string req = "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:" + std::to_string(port) +
+                            "\r\nConnection: close\r\n\r\n";
     if (::send(fd, req.data(), req.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(req.size())) {
       char buf[512];
       std::size_t got = 0;
@@ -92,7 +91,7 @@ bool healthz_ok(unsigned short port) {
 }
 
 bool exists(const std::string& path) {
-  struct stat st{};
+  struct stat st {};
   return ::stat(path.c_str(), &st) == 0;
 }
 
@@ -131,11 +130,16 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     if (i + 1 >= argc) usage("missing value");
-    if (arg == "--binary") binary = argv[++i];
-    else if (arg == "--config-template") templ = argv[++i];
-    else if (arg == "--workdir") workdir = argv[++i];
-    else if (arg == "--runs") runs = std::atoi(argv[++i]);
-    else usage("unknown argument");
+    if (arg == "--binary")
+      binary = argv[++i];
+    else if (arg == "--config-template")
+      templ = argv[++i];
+    else if (arg == "--workdir")
+      workdir = argv[++i];
+    else if (arg == "--runs")
+      runs = std::atoi(argv[++i]);
+    else
+      usage("unknown argument");
   }
   if (binary.empty() || templ.empty() || workdir.empty()) usage("missing required argument");
   if (runs < 1 || runs > 1000) usage("--runs must be 1..1000");
@@ -207,14 +211,15 @@ int main(int argc, char** argv) {
       cpu.push_back(used);
     }
   }
-  std::printf("summary runs=%d ok=%zu median_ready_file_ms=%.3f median_healthz_ms=%.3f "
-              "median_cpu_ms=%.3f "
-              "min_ready_file_ms=%.3f min_healthz_ms=%.3f max_ready_file_ms=%.3f "
-              "max_healthz_ms=%.3f\n",
-              runs, ready_ms.size(), median(ready_ms), median(health_ms), median(cpu),
-              ready_ms.empty() ? -1 : *std::min_element(ready_ms.begin(), ready_ms.end()),
-              health_ms.empty() ? -1 : *std::min_element(health_ms.begin(), health_ms.end()),
-              ready_ms.empty() ? -1 : *std::max_element(ready_ms.begin(), ready_ms.end()),
-              health_ms.empty() ? -1 : *std::max_element(health_ms.begin(), health_ms.end()));
+  std::printf(
+      "summary runs=%d ok=%zu median_ready_file_ms=%.3f median_healthz_ms=%.3f "
+      "median_cpu_ms=%.3f "
+      "min_ready_file_ms=%.3f min_healthz_ms=%.3f max_ready_file_ms=%.3f "
+      "max_healthz_ms=%.3f\n",
+      runs, ready_ms.size(), median(ready_ms), median(health_ms), median(cpu),
+      ready_ms.empty() ? -1 : *std::min_element(ready_ms.begin(), ready_ms.end()),
+      health_ms.empty() ? -1 : *std::min_element(health_ms.begin(), health_ms.end()),
+      ready_ms.empty() ? -1 : *std::max_element(ready_ms.begin(), ready_ms.end()),
+      health_ms.empty() ? -1 : *std::max_element(health_ms.begin(), health_ms.end()));
   return failures == 0 ? 0 : 1;
 }
