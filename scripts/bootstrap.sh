@@ -118,7 +118,8 @@ run_tests() {
   fi
   if [ -x tests/deploy/transparent_netns_test.sh ]; then
     log "transparent mode in a network namespace"
-    FICBROKER_BUILD=build-ci tests/deploy/transparent_netns_test.sh || failed=1
+    FICBROKER_BIN=$here/build-ci/src/ficbroker EMULATOR_BIN=$here/build-ci/emulator/ficbroker-emulator \
+      tests/deploy/transparent_netns_test.sh || failed=1
   fi
 
   if [ -x tests/soak/soak.sh ]; then
