@@ -114,7 +114,7 @@ run_tests() {
   fi
   if [ -x tests/deploy/run.sh ]; then
     log "deployment checks"
-    tests/deploy/run.sh || failed=1
+    tests/deploy/run.sh --binary "$here/build-ci/src/ficbroker" || failed=1
   fi
   if [ -x tests/deploy/transparent_netns_test.sh ]; then
     log "transparent mode in a network namespace"
