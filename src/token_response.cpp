@@ -76,7 +76,11 @@ std::string first_line(std::string_view text, std::size_t limit = 600) {
   std::string out;
   out.reserve(text.size());
   for (char c : text) out.push_back(static_cast<unsigned char>(c) < 0x20 ? ' ' : c);
-  return redact_jwts(std::move(out));
+  // Redaction replaces a JWT with a marker that can be longer than a short JWT-shaped run, so the
+  // limit is applied again afterwards: a caller's cap holds whatever upstream sent.
+  out = redact_jwts(std::move(out));
+  if (out.size() > limit) out.resize(limit);
+  return out;
 }
 
 UpstreamError status_error(unsigned status, std::string_view retry_after, std::string_view who) {
