@@ -15,17 +15,17 @@
 //                        response head
 //
 // Run: ficbroker_cache_bench [--benchmark_filter=...] (Google Benchmark flags).
-#include "ficbroker/broker.hpp"
-#include "ficbroker/clock.hpp"
-#include "ficbroker/config.hpp"
-#include "ficbroker/http_client.hpp"
-#include "ficbroker/http_parser.hpp"
-#include "ficbroker/log.hpp"
-#include "ficbroker/metrics.hpp"
-#include "ficbroker/response.hpp"
-#include "ficbroker/router.hpp"
-#include "ficbroker/token.hpp"
-#include "ficbroker/token_cache.hpp"
+#include "ficbroker/core/broker.hpp"
+#include "ficbroker/util/clock.hpp"
+#include "ficbroker/config/config.hpp"
+#include "ficbroker/upstream/http_client.hpp"
+#include "ficbroker/front_door/http_parser.hpp"
+#include "ficbroker/util/log.hpp"
+#include "ficbroker/core/metrics.hpp"
+#include "ficbroker/front_door/response.hpp"
+#include "ficbroker/front_door/router.hpp"
+#include "ficbroker/util/token.hpp"
+#include "ficbroker/cache/token_cache.hpp"
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>

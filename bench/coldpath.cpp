@@ -25,8 +25,8 @@
 // Common options: --broker H:P --imds H:P --entra H:P --ca FILE --tenant T --app A --uami U
 //                 --prefix https://res- --suffix .example --from I --count N [--connections C]
 //                 [--resource R (cold)]
-#include "ficbroker/encoding.hpp"
-#include "ficbroker/token.hpp"
+#include "ficbroker/util/encoding.hpp"
+#include "ficbroker/util/token.hpp"
 
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>

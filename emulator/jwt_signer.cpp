@@ -1,6 +1,6 @@
 #include "jwt_signer.hpp"
 
-#include "ficbroker/encoding.hpp"
+#include "ficbroker/util/encoding.hpp"
 
 #include <boost/json/object.hpp>
 #include <boost/json/serialize.hpp>

@@ -1,6 +1,6 @@
 // ficbroker-emulator: emulates Azure IMDS, the App Service MSI endpoint and the Entra v2 token
 // endpoint (with federated identity credential matching) on localhost, for the demo and tests.
-#include "ficbroker/asio.hpp"
+#include "ficbroker/util/asio.hpp"
 
 #include "server.hpp"
 #include "service.hpp"

@@ -1,6 +1,6 @@
 #include "server.hpp"
 
-#include "ficbroker/asio.hpp"
+#include "ficbroker/util/asio.hpp"
 
 #include "service.hpp"
 #include "tls_material.hpp"

@@ -1,6 +1,6 @@
 #include "service.hpp"
 
-#include "ficbroker/encoding.hpp"
+#include "ficbroker/util/encoding.hpp"
 
 #include <boost/json/array.hpp>
 #include <boost/json/parse.hpp>

@@ -3,7 +3,7 @@
 // rule queue. No sockets, no clocks: every time-dependent function takes `now` (epoch seconds).
 #pragma once
 
-#include "ficbroker/encoding.hpp"
+#include "ficbroker/util/encoding.hpp"
 
 #include <boost/json/object.hpp>
 

@@ -2,7 +2,7 @@
 // (libFuzzer then saves the input and prints the stack), and the JSON checks several targets share.
 #pragma once
 
-#include "ficbroker/router.hpp"
+#include "ficbroker/front_door/router.hpp"
 
 #include <boost/json.hpp>
 

@@ -5,9 +5,9 @@
 //   parse_url / Url::host_header / is_loopback / is_loopback_or_link_local
 //   ascii_lower / iequals
 // The whole input goes to each of them.
-#include "ficbroker/encoding.hpp"
-#include "ficbroker/jwt.hpp"
-#include "ficbroker/url.hpp"
+#include "ficbroker/util/encoding.hpp"
+#include "ficbroker/util/jwt.hpp"
+#include "ficbroker/util/url.hpp"
 
 #include "fuzz_common.hpp"
 

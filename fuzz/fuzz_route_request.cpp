@@ -13,10 +13,10 @@
 // (Host present, no X-Forwarded-For, Metadata: true or the right secret, an allowed method); the
 // query is well formed; resolve_target gives exactly one of target / source / error, and a target
 // with allowed_resources only for one of them.
-#include "ficbroker/config.hpp"
-#include "ficbroker/encoding.hpp"
-#include "ficbroker/router.hpp"
-#include "ficbroker/token.hpp"
+#include "ficbroker/config/config.hpp"
+#include "ficbroker/util/encoding.hpp"
+#include "ficbroker/front_door/router.hpp"
+#include "ficbroker/util/token.hpp"
 
 #include "fuzz_common.hpp"
 

@@ -97,7 +97,7 @@ class Results:
 
 
 # --------------------------------------------------------------------------------------------
-# JSONC and the ficbroker config schema (mirrors src/config.cpp)
+# JSONC and the ficbroker config schema (mirrors src/config/config.cpp)
 # --------------------------------------------------------------------------------------------
 def strip_jsonc(text: str) -> str:
     """Remove // and /* */ comments outside strings (keeps line structure for error positions)."""

@@ -1,7 +1,7 @@
 // The emulator's request → response service with real RS256 keys and an injected clock.
 #include "service.hpp"
 
-#include "ficbroker/encoding.hpp"
+#include "ficbroker/util/encoding.hpp"
 
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>

@@ -1,7 +1,7 @@
 // Pure FIC / policy logic of the emulator: no sockets, no keys, injected time.
 #include "world.hpp"
 
-#include "ficbroker/encoding.hpp"
+#include "ficbroker/util/encoding.hpp"
 
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>

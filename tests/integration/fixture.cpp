@@ -1,6 +1,6 @@
 #include "fixture.hpp"
 
-#include "ficbroker/encoding.hpp"
+#include "ficbroker/util/encoding.hpp"
 
 #include <stdexcept>
 

@@ -1,6 +1,6 @@
 // Configuration parsing and validation: defaults, and one error naming the key for every mistake,
 // all reported at once. The environment is always injected.
-#include "ficbroker/config.hpp"
+#include "ficbroker/config/config.hpp"
 
 #include <gtest/gtest.h>
 

@@ -1,6 +1,6 @@
 // base64url, percent-encoding and query parsing: the byte-level helpers every request and every
 // JWT goes through.
-#include "ficbroker/encoding.hpp"
+#include "ficbroker/util/encoding.hpp"
 
 #include <gtest/gtest.h>
 

@@ -1,7 +1,7 @@
 // The federated exchange request sent to Entra's v2 token endpoint.
-#include "ficbroker/exchange.hpp"
+#include "ficbroker/upstream/exchange.hpp"
 
-#include "ficbroker/encoding.hpp"
+#include "ficbroker/util/encoding.hpp"
 
 #include <gtest/gtest.h>
 

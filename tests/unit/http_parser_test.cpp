@@ -1,6 +1,6 @@
 // The strict front-door HTTP/1.1 parser: what it extracts for routing, and everything it refuses
 // rather than guesses about (smuggling and header-confusion tricks).
-#include "ficbroker/http_parser.hpp"
+#include "ficbroker/front_door/http_parser.hpp"
 
 #include <gtest/gtest.h>
 

@@ -1,7 +1,7 @@
 // Reading JWT claims without verifying them.
-#include "ficbroker/jwt.hpp"
+#include "ficbroker/util/jwt.hpp"
 
-#include "ficbroker/encoding.hpp"
+#include "ficbroker/util/encoding.hpp"
 
 #include <boost/json.hpp>
 

@@ -1,6 +1,6 @@
 // When tokens are refreshed, when they may be served and how failures back off: table tests over
 // lifetimes and jitter samples, no clock.
-#include "ficbroker/refresh_policy.hpp"
+#include "ficbroker/cache/refresh_policy.hpp"
 
 #include <gtest/gtest.h>
 

@@ -1,6 +1,6 @@
 // The JSON bodies callers parse: every SDK's expectations of the success body (all values strings,
 // both expires_in and expires_on), and error bodies.
-#include "ficbroker/response.hpp"
+#include "ficbroker/front_door/response.hpp"
 
 #include <boost/json.hpp>
 

@@ -1,5 +1,5 @@
 // How a failed upstream call is retried within one fetch, per the Azure retry guidance.
-#include "ficbroker/retry_policy.hpp"
+#include "ficbroker/upstream/retry_policy.hpp"
 
 #include <gtest/gtest.h>
 

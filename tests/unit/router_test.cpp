@@ -1,6 +1,6 @@
 // Request routing without sockets: what real SDKs send (and probe with) on the IMDS, App Service
 // and ficbroker's own endpoints, and how a token query is resolved to a target or a source.
-#include "ficbroker/router.hpp"
+#include "ficbroker/front_door/router.hpp"
 
 #include <boost/json.hpp>
 

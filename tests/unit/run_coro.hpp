@@ -3,7 +3,7 @@
 // in the test thread. Each test gets its own io_context.
 #pragma once
 
-#include "ficbroker/asio.hpp"
+#include "ficbroker/util/asio.hpp"
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>

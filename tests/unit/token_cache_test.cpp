@@ -5,7 +5,7 @@
 //
 // Inside coroutines, co_await operands never hold non-trivial temporaries (GCC 12 may destroy
 // them twice): keys are string views and results are named.
-#include "ficbroker/token_cache.hpp"
+#include "ficbroker/cache/token_cache.hpp"
 
 #include "run_coro.hpp"
 

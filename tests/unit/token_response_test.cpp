@@ -1,9 +1,9 @@
 // Turning Entra and managed-identity answers into tokens or classified errors: what is retried,
 // what is permanent, and that nothing malformed crashes or leaks a token into an error text.
-#include "ficbroker/token_response.hpp"
+#include "ficbroker/upstream/token_response.hpp"
 
-#include "ficbroker/encoding.hpp"
-#include "ficbroker/error.hpp"
+#include "ficbroker/util/encoding.hpp"
+#include "ficbroker/util/error.hpp"
 
 #include <boost/asio/error.hpp>
 

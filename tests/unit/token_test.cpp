@@ -1,5 +1,5 @@
 // Resource <-> scope conversion and secret fingerprints.
-#include "ficbroker/token.hpp"
+#include "ficbroker/util/token.hpp"
 
 #include <gtest/gtest.h>
 

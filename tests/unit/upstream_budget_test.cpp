@@ -1,5 +1,5 @@
 // The pure part of the upstream budget: a token bucket plus a concurrency limit on injected time.
-#include "ficbroker/upstream_budget.hpp"
+#include "ficbroker/upstream/upstream_budget.hpp"
 
 #include <gtest/gtest.h>
 

@@ -1,5 +1,5 @@
 // Upstream URL parsing and the loopback/link-local test that decides where plain http is allowed.
-#include "ficbroker/url.hpp"
+#include "ficbroker/util/url.hpp"
 
 #include <gtest/gtest.h>
 

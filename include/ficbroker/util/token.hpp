@@ -1,0 +1,58 @@
+// A token as the cache holds it, and the error an upstream call can end in.
+#pragma once
+
+#include "ficbroker/util/clock.hpp"
+
+#include <boost/assert/source_location.hpp>
+#include <boost/system/result.hpp>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+namespace ficbroker {
+
+struct Token {
+  std::string access_token;
+  std::int64_t expires_on = 0;      // Unix epoch seconds
+  std::int64_t not_before = 0;      // Unix epoch seconds
+  std::int64_t ext_expires_on = 0;  // Unix epoch seconds
+  SteadyTime issued_at{};           // when ficbroker received it
+  SteadyTime expires_at{};          // the same instant as expires_on, on the steady clock
+};
+
+/// Why an upstream call (IMDS, App Service, Entra, a token file) did not give a token.
+/// `description` is safe to show a caller: it never contains a token or an assertion.
+struct UpstreamError {
+  enum class Kind {
+    permanent,          // configuration error: retrying will not help (4xx to the caller)
+    transient,          // timeouts, resets, 5xx: retry later (503 to the caller)
+    throttled,          // 429 upstream
+    assertion_rejected  // AADSTS700024 and kin: a fresh assertion may help
+  };
+  Kind kind = Kind::transient;
+  int status = 503;             // HTTP status to answer the caller with
+  std::string error;            // OAuth-style error code, e.g. invalid_client
+  std::string description;      // human text, with the AADSTS code when Entra gave one
+  int retry_after_seconds = 0;  // 0: none
+  int aadsts = 0;
+  std::string correlation_id;
+  unsigned upstream_status = 0;  // the upstream's HTTP status; 0 for transport failures
+};
+
+/// Lets boost::system::result<T, UpstreamError>::value() throw on misuse.
+[[noreturn]] void throw_exception_from_error(const UpstreamError& e,
+                                             const boost::source_location& loc);
+
+using TokenResult = boost::system::result<Token, UpstreamError>;
+
+/// The OAuth 2 scope for a v1 resource: `resource + "/.default"`, keeping a trailing slash
+/// (`https://database.windows.net/` -> `https://database.windows.net//.default`).
+std::string resource_to_scope(std::string_view resource);
+/// The inverse for `scope=` requests: strips one trailing `/.default`.
+std::string scope_to_resource(std::string_view scope);
+
+/// A short, non-reversible fingerprint of a secret for logs (first 8 hex digits of SHA-256).
+std::string fingerprint(std::string_view secret);
+
+}  // namespace ficbroker
