@@ -15,17 +15,17 @@
 //                        response head
 //
 // Run: ficbroker_cache_bench [--benchmark_filter=...] (Google Benchmark flags).
-#include "ficbroker/core/broker.hpp"
-#include "ficbroker/util/clock.hpp"
+#include "ficbroker/cache/token_cache.hpp"
 #include "ficbroker/config/config.hpp"
-#include "ficbroker/upstream/http_client.hpp"
-#include "ficbroker/front_door/http_parser.hpp"
-#include "ficbroker/util/log.hpp"
+#include "ficbroker/core/broker.hpp"
 #include "ficbroker/core/metrics.hpp"
+#include "ficbroker/front_door/http_parser.hpp"
 #include "ficbroker/front_door/response.hpp"
 #include "ficbroker/front_door/router.hpp"
+#include "ficbroker/upstream/http_client.hpp"
+#include "ficbroker/util/clock.hpp"
+#include "ficbroker/util/log.hpp"
 #include "ficbroker/util/token.hpp"
-#include "ficbroker/cache/token_cache.hpp"
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>

@@ -14,9 +14,9 @@
 // * tighter limits never accept what the default limits refuse;
 // * what the router makes of an accepted request keeps the security gates (see check_error_reply
 //   and the token checks below).
-#include "ficbroker/util/encoding.hpp"
 #include "ficbroker/front_door/http_parser.hpp"
 #include "ficbroker/front_door/router.hpp"
+#include "ficbroker/util/encoding.hpp"
 
 #include "fuzz_common.hpp"
 

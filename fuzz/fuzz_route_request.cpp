@@ -14,8 +14,8 @@
 // query is well formed; resolve_target gives exactly one of target / source / error, and a target
 // with allowed_resources only for one of them.
 #include "ficbroker/config/config.hpp"
-#include "ficbroker/util/encoding.hpp"
 #include "ficbroker/front_door/router.hpp"
+#include "ficbroker/util/encoding.hpp"
 #include "ficbroker/util/token.hpp"
 
 #include "fuzz_common.hpp"

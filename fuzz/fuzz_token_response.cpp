@@ -11,9 +11,9 @@
 // at most 400 days; an error has a 4xx/5xx status, an error code, a one-line description, a sane
 // Retry-After; and no part of an error carries the body's access_token (when the body has one of
 // at least 16 JWT characters that appears nowhere else in the body).
+#include "ficbroker/upstream/token_response.hpp"
 #include "ficbroker/util/clock.hpp"
 #include "ficbroker/util/jwt.hpp"
-#include "ficbroker/upstream/token_response.hpp"
 
 #include "fuzz_common.hpp"
 

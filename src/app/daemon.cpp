@@ -1,13 +1,13 @@
 #include "ficbroker/app/daemon.hpp"
 
-#include "ficbroker/core/broker.hpp"
 #include "ficbroker/config/config.hpp"
-#include "ficbroker/util/encoding.hpp"
-#include "ficbroker/upstream/http_client.hpp"
-#include "ficbroker/front_door/http_server.hpp"
-#include "ficbroker/util/log.hpp"
+#include "ficbroker/core/broker.hpp"
 #include "ficbroker/core/metrics.hpp"
+#include "ficbroker/front_door/http_server.hpp"
 #include "ficbroker/front_door/router.hpp"
+#include "ficbroker/upstream/http_client.hpp"
+#include "ficbroker/util/encoding.hpp"
+#include "ficbroker/util/log.hpp"
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>

@@ -1,8 +1,8 @@
 #include "ficbroker/core/broker.hpp"
 
+#include "ficbroker/front_door/response.hpp"
 #include "ficbroker/upstream/exchange.hpp"
 #include "ficbroker/upstream/http_client.hpp"
-#include "ficbroker/front_door/response.hpp"
 
 #include <boost/asio/co_spawn.hpp>
 

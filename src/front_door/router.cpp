@@ -1,7 +1,7 @@
 #include "ficbroker/front_door/router.hpp"
 
-#include "ficbroker/util/encoding.hpp"
 #include "ficbroker/front_door/response.hpp"
+#include "ficbroker/util/encoding.hpp"
 #include "ficbroker/util/token.hpp"
 
 #include <array>

@@ -1,7 +1,7 @@
 #include "ficbroker/upstream/exchange.hpp"
 
-#include "ficbroker/util/encoding.hpp"
 #include "ficbroker/upstream/token_response.hpp"
+#include "ficbroker/util/encoding.hpp"
 
 namespace ficbroker {
 

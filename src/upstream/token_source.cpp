@@ -1,9 +1,9 @@
 #include "ficbroker/upstream/token_source.hpp"
 
-#include "ficbroker/util/encoding.hpp"
 #include "ficbroker/upstream/http_client.hpp"
-#include "ficbroker/util/jwt.hpp"
 #include "ficbroker/upstream/token_response.hpp"
+#include "ficbroker/util/encoding.hpp"
+#include "ficbroker/util/jwt.hpp"
 
 #include <fstream>
 

@@ -1,8 +1,8 @@
 // Where assertions come from: the managed-identity requests (IMDS, App Service) and token files.
 #include "ficbroker/upstream/token_source.hpp"
 
-#include "ficbroker/util/encoding.hpp"
 #include "ficbroker/upstream/http_client.hpp"
+#include "ficbroker/util/encoding.hpp"
 
 #include "run_coro.hpp"
 

@@ -5,9 +5,9 @@
 // Thread safety: all members must be used from the one io_context thread.
 #pragma once
 
+#include "ficbroker/cache/refresh_policy.hpp"
 #include "ficbroker/util/asio.hpp"
 #include "ficbroker/util/clock.hpp"
-#include "ficbroker/cache/refresh_policy.hpp"
 #include "ficbroker/util/token.hpp"
 
 #include <boost/asio/any_io_executor.hpp>

@@ -4,16 +4,16 @@
 // Thread safety: io_context thread only.
 #pragma once
 
-#include "ficbroker/util/asio.hpp"
-#include "ficbroker/util/clock.hpp"
-#include "ficbroker/config/config.hpp"
-#include "ficbroker/util/log.hpp"
-#include "ficbroker/core/metrics.hpp"
-#include "ficbroker/upstream/retry_policy.hpp"
-#include "ficbroker/front_door/router.hpp"
 #include "ficbroker/cache/token_cache.hpp"
+#include "ficbroker/config/config.hpp"
+#include "ficbroker/core/metrics.hpp"
+#include "ficbroker/front_door/router.hpp"
+#include "ficbroker/upstream/retry_policy.hpp"
 #include "ficbroker/upstream/token_source.hpp"
 #include "ficbroker/upstream/upstream_budget.hpp"
+#include "ficbroker/util/asio.hpp"
+#include "ficbroker/util/clock.hpp"
+#include "ficbroker/util/log.hpp"
 
 #include <boost/asio/steady_timer.hpp>
 

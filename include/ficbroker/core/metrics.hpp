@@ -2,8 +2,8 @@
 // updated and read on the io_context thread only. Labels never carry a token.
 #pragma once
 
-#include "ficbroker/front_door/router.hpp"
 #include "ficbroker/cache/token_cache.hpp"
+#include "ficbroker/front_door/router.hpp"
 
 #include <array>
 #include <cstdint>

@@ -4,10 +4,10 @@
 // Thread safety: io_context thread only.
 #pragma once
 
-#include "ficbroker/util/asio.hpp"
-#include "ficbroker/util/log.hpp"
 #include "ficbroker/core/metrics.hpp"
 #include "ficbroker/front_door/router.hpp"
+#include "ficbroker/util/asio.hpp"
+#include "ficbroker/util/log.hpp"
 
 #include <boost/asio/any_io_executor.hpp>
 

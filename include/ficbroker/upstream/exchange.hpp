@@ -2,10 +2,10 @@
 // resource tenant's Entra v2 token endpoint.
 #pragma once
 
-#include "ficbroker/util/asio.hpp"
-#include "ficbroker/util/clock.hpp"
 #include "ficbroker/config/config.hpp"
 #include "ficbroker/upstream/http_client.hpp"
+#include "ficbroker/util/asio.hpp"
+#include "ficbroker/util/clock.hpp"
 #include "ficbroker/util/token.hpp"
 
 #include <string>

@@ -2,9 +2,9 @@
 // projected service-account token, any other OIDC issuer's token).
 #pragma once
 
+#include "ficbroker/config/config.hpp"
 #include "ficbroker/util/asio.hpp"
 #include "ficbroker/util/clock.hpp"
-#include "ficbroker/config/config.hpp"
 #include "ficbroker/util/token.hpp"
 
 #include <memory>
