@@ -3,11 +3,13 @@
 #include "ficbroker/config/config.hpp"
 #include "ficbroker/core/broker.hpp"
 #include "ficbroker/core/metrics.hpp"
+#include "ficbroker/front_door/connection_limit.hpp"
 #include "ficbroker/front_door/http_server.hpp"
 #include "ficbroker/front_door/router.hpp"
 #include "ficbroker/upstream/http_client.hpp"
 #include "ficbroker/util/encoding.hpp"
 #include "ficbroker/util/log.hpp"
+#include "ficbroker/util/task.hpp"
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
@@ -127,107 +129,134 @@ asio::awaitable<void> drain(HttpServer& server, asio::io_context& ioc) {
   ioc.stop();
 }
 
+// Written once listening, atomically: a reader sees the whole file or none.
 void write_ready_file(const std::string& path, const std::string& listen) {
   const std::string tmp = path + ".tmp";
   {
     std::ofstream out(tmp);
     out << "{\"listen\":\"" << listen << "\",\"pid\":" << ::getpid() << "}\n";
+    out.flush();
+    if (!out) throw std::runtime_error("cannot write the ready file '" + tmp + "'");
   }
-  std::rename(tmp.c_str(), path.c_str());
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    throw std::runtime_error("cannot rename the ready file into '" + path + "'");
+  }
 }
 
-std::shared_ptr<const Config> load_or_report(const std::string& path) {
+// The daemon's log stream is JSON only: warnings and errors of the config are log lines too.
+std::shared_ptr<const Config> load_or_log(const std::string& path, Logger& log) {
   ConfigLoad load = load_config_file(path);
-  for (const auto& w : load.warnings) std::fprintf(stderr, "ficbroker: warning: %s\n", w.c_str());
+  for (const auto& w : load.warnings) log.warn("config_warning", {{"path", path}, {"warning", w}});
   if (!load.config) {
-    std::fprintf(stderr, "ficbroker: invalid configuration in %s:\n", path.c_str());
-    for (const auto& e : load.errors) std::fprintf(stderr, "  %s\n", e.c_str());
+    for (const auto& e : load.errors) log.error("config_invalid", {{"path", path}, {"error", e}});
     return nullptr;
   }
   return std::make_shared<const Config>(std::move(*load.config));
 }
 
-}  // namespace
-
-int check_config(const std::string& config_path) {
-  auto config = load_or_report(config_path);
-  if (!config) return 1;
-  std::printf("%s: valid (%zu sources, %zu targets)\n", config_path.c_str(), config->sources.size(),
-              config->targets.size());
-  return 0;
+// `--listen host:port` replaces the config's address, under the same loopback rule.
+std::shared_ptr<const Config> with_listen_override(std::shared_ptr<const Config> config,
+                                                   const std::string& text, Logger& log) {
+  if (text.empty()) return config;
+  const auto address = parse_listen_address(text);
+  if (!address || (!config->allow_remote && !is_loopback(address->host))) {
+    log.error("config_invalid",
+              {{"path", "--listen"},
+               {"error", "'" + text + "' is not a loopback host:port (IPv6 as [addr]:port)"}});
+    return nullptr;
+  }
+  auto copy = std::make_shared<Config>(*config);
+  copy->listen_tcp = true;
+  copy->listen_host = address->host;
+  copy->listen_port = address->port;
+  return copy;
 }
 
-int run_daemon(const DaemonOptions& options) {
-  auto config = load_or_report(options.config_path);
-  if (!config) return 2;
+ServerLimits server_limits(const Config& config, Logger& log) {
+  ServerLimits limits;
+  limits.header_timeout = config.server.header_timeout;
+  limits.idle_timeout = config.server.idle_timeout;
+  limits.write_timeout = config.server.write_timeout;
+  const std::uint64_t descriptors = raise_descriptor_limit();
+  limits.max_connections = connection_cap(config.server.max_connections, descriptors);
+  if (limits.max_connections < config.server.max_connections) {
+    log.warn("max_connections_lowered",
+             {{"configured", static_cast<std::uint64_t>(config.server.max_connections)},
+              {"effective", static_cast<std::uint64_t>(limits.max_connections)},
+              {"rlimit_nofile", descriptors}});
+  }
+  return limits;
+}
+
+// Binds every configured listener; returns what the ready file and the log call the address.
+std::string open_listeners(HttpServer& server, const Config& config) {
+  std::string listen;
+  if (config.listen_tcp) {
+    const auto port = server.listen_tcp(config.listen_host, config.listen_port);
+    listen = (config.listen_host.find(':') != std::string::npos ? "[" + config.listen_host + "]"
+                                                                : config.listen_host) +
+             ":" + std::to_string(port);
+  }
+  if (!config.unix_socket.path.empty()) {
+    server.listen_unix(config.unix_socket.path, config.unix_socket.allowed_uids);
+    if (listen.empty()) listen = "unix:" + config.unix_socket.path;
+  }
+  return listen;
+}
+
+// SIGHUP: a new config is applied whole, or refused whole with the keys that need a restart.
+void reload(App& app, const DaemonOptions& options) {
+  const std::string& path = options.config_path;
+  const Config& running = app.broker.config();
+  auto fresh = load_or_log(path, app.log);
+  if (!fresh) {
+    app.log.error("config_reload_refused", {{"path", path}, {"reason", "invalid"}});
+    return;
+  }
   if (!options.listen_override.empty()) {
-    // Reuse the config parser's validation of the listen address.
-    std::string overridden = "{\"listen\":\"" + options.listen_override +
-                             "\",\"sources\":{\"x\":{\"type\":\"file\",\"path\":\"/\"}},"
-                             "\"targets\":[{\"tenant_id\":\"t\",\"client_id\":"
-                             "\"00000000-0000-0000-0000-000000000000\"}]}";
-    if (config->allow_remote) overridden.insert(1, "\"allow_remote\":true,");
-    ConfigLoad probe = parse_config(overridden);
-    if (!probe.config) {
-      for (const auto& e : probe.errors)
-        std::fprintf(stderr, "ficbroker: --listen %s\n", e.c_str());
-      return 2;
-    }
-    auto copy = std::make_shared<Config>(*config);
-    copy->listen_host = probe.config->listen_host;
-    copy->listen_port = probe.config->listen_port;
-    config = copy;
+    // The command line's address stays what it was.
+    auto copy = std::make_shared<Config>(*fresh);
+    copy->listen_tcp = running.listen_tcp;
+    copy->listen_host = running.listen_host;
+    copy->listen_port = running.listen_port;
+    fresh = copy;
   }
+  if (const auto keys = keys_needing_restart(running, *fresh); !keys.empty()) {
+    std::string joined;
+    for (const auto& k : keys) joined += (joined.empty() ? "" : ",") + k;
+    app.log.error("config_reload_refused",
+                  {{"path", path}, {"reason", "needs a restart"}, {"keys", joined}});
+    return;
+  }
+  app.broker.reload(fresh);
+  // Logged before the new log level applies, so that raising it does not hide the reload itself.
+  app.log.info("config_reloaded", {{"targets", static_cast<std::int64_t>(fresh->targets.size())}});
+  app.apply_settings(*fresh);
+}
 
-  asio::io_context ioc(1);
-  App app(ioc, config);
+int serve_until_stopped(asio::io_context& ioc, App& app, std::shared_ptr<const Config> config,
+                        const DaemonOptions& options) {
   HttpServer server(
-      ioc.get_executor(), [&app](RequestView view) { return serve(view, app); }, ServerLimits{},
-      app.log, app.metrics);
-  const auto port = server.listen_tcp(config->listen_host, config->listen_port);
-  if (!config->unix_socket.path.empty()) {
-    server.listen_unix(config->unix_socket.path, config->unix_socket.allowed_uids);
-  }
-  const std::string listen =
-      (config->listen_host.find(':') != std::string::npos ? "[" + config->listen_host + "]"
-                                                          : config->listen_host) +
-      ":" + std::to_string(port);
-
-  auto on_task_exit = [&app](const char* what) {
-    return [&app, what](std::exception_ptr e) {
-      if (!e) return;
-      try {
-        std::rethrow_exception(e);
-      } catch (const std::exception& ex) {
-        app.log.error("task_failed", {{"task", what}, {"what", ex.what()}});
-      }
-    };
-  };
-  asio::co_spawn(ioc, app.broker.cache().run_refresher(), on_task_exit("refresher"));
-  asio::co_spawn(ioc, app.broker.run_prewarm(), on_task_exit("prewarm"));
+      ioc.get_executor(), [&app](RequestView view) { return serve(view, app); },
+      server_limits(*config, app.log), app.log, app.metrics);
+  const std::string listen = open_listeners(server, *config);
+  asio::co_spawn(ioc, app.broker.cache().run_refresher(),
+                 on_task_exit(app.log, "refresher", TaskRole::must_not_die));
+  asio::co_spawn(ioc, app.broker.run_prewarm(),
+                 on_task_exit(app.log, "prewarm", TaskRole::must_not_die));
 
   asio::signal_set signals(ioc, SIGINT, SIGTERM, SIGHUP);
   std::function<void(const error_code&, int)> on_signal = [&](const error_code& ec, int signo) {
     if (ec) return;
     if (signo == SIGHUP) {
-      if (auto fresh = load_or_report(options.config_path)) {
-        auto copy = std::make_shared<Config>(*fresh);
-        copy->listen_host = config->listen_host;  // a new listen address needs a restart
-        copy->listen_port = config->listen_port;
-        app.broker.reload(copy);
-        app.apply_settings(*copy);
-        app.log.info("config_reloaded",
-                     {{"targets", static_cast<std::int64_t>(copy->targets.size())}});
-      } else {
-        app.log.error("config_reload_refused", {{"path", options.config_path}});
-      }
+      reload(app, options);
       signals.async_wait(on_signal);
       return;
     }
     app.log.info("shutting_down", {{"signal", signo}});
     server.stop();
     app.broker.stop();
-    asio::co_spawn(ioc, drain(server, ioc), on_task_exit("drain"));
+    asio::co_spawn(ioc, drain(server, ioc), on_task_exit(app.log, "drain", TaskRole::may_end));
   };
   signals.async_wait(on_signal);
 
@@ -240,9 +269,46 @@ int run_daemon(const DaemonOptions& options) {
   return 0;
 }
 
+}  // namespace
+
+int check_config(const std::string& config_path) {
+  // A terminal command: human text, not log lines.
+  ConfigLoad load = load_config_file(config_path);
+  for (const auto& w : load.warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
+  if (!load.config) {
+    std::fprintf(stderr, "%s: invalid configuration:\n", config_path.c_str());
+    for (const auto& e : load.errors) std::fprintf(stderr, "  %s\n", e.c_str());
+    return 1;
+  }
+  std::printf("%s: valid (%zu sources, %zu targets)\n", config_path.c_str(),
+              load.config->sources.size(), load.config->targets.size());
+  return 0;
+}
+
+int run_daemon(const DaemonOptions& options) {
+  Logger startup_log;
+  auto config = load_or_log(options.config_path, startup_log);
+  if (config) config = with_listen_override(config, options.listen_override, startup_log);
+  if (!config) return 2;
+  try {
+    asio::io_context ioc(1);
+    App app(ioc, config);
+    try {
+      return serve_until_stopped(ioc, app, config, options);
+    } catch (const TaskDied&) {
+      // Already logged by the task's exit handler; the process must not go on half working.
+      return 70;
+    }
+  } catch (const std::exception& e) {
+    startup_log.error("fatal", {{"what", e.what()}});
+    return 1;
+  }
+}
+
 int run_token_command(const std::string& config_path, const std::string& resource,
                       const std::string& tenant, const std::string& client_id) {
-  auto config = load_or_report(config_path);
+  Logger startup_log(LogLevel::warn, stderr);
+  auto config = load_or_log(config_path, startup_log);
   if (!config) return 2;
   asio::io_context ioc(1);
   App app(ioc, config);

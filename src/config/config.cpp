@@ -158,6 +158,7 @@ bool parse_listen(std::string_view text, std::string& host, std::uint16_t& port)
     if (colon == std::string_view::npos) return false;
     host = std::string(text.substr(0, colon));
     port_text = text.substr(colon + 1);
+    if (host.find(':') != std::string::npos) return false;  // IPv6 needs brackets: "[::1]:80"
   }
   unsigned value = 0;
   const auto [ptr, ec] =
@@ -404,6 +405,201 @@ std::string_view authority_host_for(Cloud cloud) {
   return "https://login.microsoftonline.com";
 }
 
+namespace {
+
+void parse_listener(Validator& v, const json::object& obj, Config& config) {
+  config.allow_remote = v.bool_at(obj, "allow_remote", "allow_remote").value_or(false);
+  const auto* listen = obj.if_contains("listen");
+  if (listen && listen->is_null()) {
+    // Only the Unix socket: its uid allow-list is then the one way in.
+    config.listen_tcp = false;
+    return;
+  }
+  auto text = v.string_at(obj, "listen", "listen");
+  if (!text) return;
+  auto address = parse_listen_address(*text);
+  if (!address) {
+    v.error("listen", "'" + *text + "' is not host:port (IPv6 as [addr]:port), or null");
+  } else if (!config.allow_remote && !is_loopback(address->host)) {
+    v.error("listen", "'" + address->host +
+                          "' is not a loopback address; set \"allow_remote\": true to expose "
+                          "tokens beyond this host");
+  } else {
+    config.listen_host = address->host;
+    config.listen_port = address->port;
+  }
+}
+
+void parse_identity_header(Validator& v, const json::object& obj, Config& config) {
+  const auto header = v.string_at(obj, "identity_header", "identity_header");
+  const auto header_file = v.string_at(obj, "identity_header_file", "identity_header_file");
+  if (header && header_file) {
+    v.error("identity_header", "give identity_header or identity_header_file, not both");
+    return;
+  }
+  if (header) {
+    config.identity_header = *header;
+  } else if (header_file) {
+    config.identity_header_file = *header_file;
+    auto secret = read_small_file(*header_file, 4096);
+    if (!secret) {
+      v.error("identity_header_file", "cannot read '" + *header_file + "' (or larger than 4 KiB)");
+      return;
+    }
+    config.identity_header = trim(*secret);
+    if (readable_by_others(*header_file)) {
+      v.warning("identity_header_file", "'" + *header_file + "' is readable by other users");
+    }
+  } else {
+    return;
+  }
+  if (config.identity_header.size() < 16) {
+    v.error(header ? "identity_header" : "identity_header_file",
+            "the secret must be at least 16 characters");
+  }
+}
+
+const json::object* section(Validator& v, const json::object& obj, std::string_view key) {
+  const auto* value = obj.if_contains(key);
+  if (!value) return nullptr;
+  if (!value->is_object()) {
+    v.error(std::string(key), "must be an object");
+    return nullptr;
+  }
+  return &value->get_object();
+}
+
+void parse_cache(Validator& v, const json::object& obj, Config& config) {
+  const auto* c = section(v, obj, "cache");
+  if (!c) return;
+  v.reject_unknown(*c, "cache.", {"min_validity_seconds", "idle_ttl_seconds", "max_entries"});
+  if (auto n = v.int_at(*c, "min_validity_seconds", "cache.min_validity_seconds", 0, 3600)) {
+    config.cache.min_validity = std::chrono::seconds(*n);
+  }
+  if (auto n = v.int_at(*c, "idle_ttl_seconds", "cache.idle_ttl_seconds", 1, 30 * 86400)) {
+    config.cache.idle_ttl = std::chrono::seconds(*n);
+  }
+  if (auto n = v.int_at(*c, "max_entries", "cache.max_entries", 1, 10'000'000)) {
+    config.cache.max_entries = static_cast<std::size_t>(*n);
+  }
+}
+
+void parse_server(Validator& v, const json::object& obj, Config& config) {
+  const auto* s = section(v, obj, "server");
+  if (!s) return;
+  v.reject_unknown(*s, "server.",
+                   {"max_connections", "header_timeout_ms", "idle_timeout_ms", "write_timeout_ms"});
+  if (auto n = v.int_at(*s, "max_connections", "server.max_connections", 1, 1'000'000)) {
+    config.server.max_connections = static_cast<std::size_t>(*n);
+  }
+  constexpr std::int64_t kHour = 3'600'000;
+  if (auto n = v.int_at(*s, "header_timeout_ms", "server.header_timeout_ms", 10, kHour)) {
+    config.server.header_timeout = std::chrono::milliseconds(*n);
+  }
+  if (auto n = v.int_at(*s, "idle_timeout_ms", "server.idle_timeout_ms", 10, kHour)) {
+    config.server.idle_timeout = std::chrono::milliseconds(*n);
+  }
+  if (auto n = v.int_at(*s, "write_timeout_ms", "server.write_timeout_ms", 10, kHour)) {
+    config.server.write_timeout = std::chrono::milliseconds(*n);
+  }
+}
+
+void parse_unix_socket(Validator& v, const json::object& obj, Config& config) {
+  const auto* u = section(v, obj, "unix_socket");
+  if (!u) {
+    if (!config.listen_tcp) v.error("listen", "null turns TCP off; it needs a unix_socket");
+    return;
+  }
+  v.reject_unknown(*u, "unix_socket.", {"path", "allowed_uids"});
+  if (auto p = v.string_at(*u, "path", "unix_socket.path")) config.unix_socket.path = *p;
+  if (config.unix_socket.path.empty()) v.error("unix_socket.path", "missing");
+  const auto* uids = u->if_contains("allowed_uids");
+  if (!uids) return;
+  if (!uids->is_array()) {
+    v.error("unix_socket.allowed_uids", "must be an array of user ids");
+    return;
+  }
+  for (std::size_t i = 0; i < uids->get_array().size(); ++i) {
+    const auto& uid = uids->get_array()[i];
+    if (uid.is_int64() && uid.get_int64() >= 0 && uid.get_int64() <= 0xFFFFFFFF) {
+      config.unix_socket.allowed_uids.push_back(static_cast<std::uint32_t>(uid.get_int64()));
+    } else {
+      v.error("unix_socket.allowed_uids[" + std::to_string(i) + "]", "must be a user id");
+    }
+  }
+}
+
+void parse_sources(Validator& v, const json::object& obj, const EnvLookup& env, Config& config) {
+  const auto* sources = obj.if_contains("sources");
+  if (!sources) {
+    v.error("sources", "missing; at least one source of assertions is required");
+  } else if (!sources->is_object() || sources->get_object().empty()) {
+    v.error("sources", "must be a non-empty object of named sources");
+  } else {
+    for (const auto& kv : sources->get_object()) {
+      parse_source(v, std::string(kv.key()), kv.value(), env, config);
+    }
+  }
+}
+
+void parse_targets(Validator& v, const json::object& obj, Config& config,
+                   const std::optional<Url>& global_authority) {
+  const auto* targets = obj.if_contains("targets");
+  if (!targets) {
+    v.error("targets", "missing; at least one target is required");
+    return;
+  }
+  if (!targets->is_array() || targets->get_array().empty()) {
+    v.error("targets", "must be a non-empty array");
+    return;
+  }
+  const auto& arr = targets->get_array();
+  for (std::size_t i = 0; i < arr.size(); ++i) {
+    parse_target(v, i, arr[i], config, global_authority);
+  }
+  std::set<std::pair<std::string, std::string>> seen;
+  int defaults = 0;
+  for (const auto& t : config.targets) {
+    if (!seen.emplace(t.tenant_id, t.client_id).second) {
+      v.error("targets", "tenant " + t.tenant_id + " with app " + t.client_id + " appears twice");
+    }
+    if (t.is_default) ++defaults;
+  }
+  if (defaults > 1) v.error("targets", "more than one target has \"default\": true");
+}
+
+void parse_globals(Validator& v, const json::object& obj, Config& config,
+                   std::optional<Url>& global_authority) {
+  config.transparent = v.bool_at(obj, "transparent", "transparent").value_or(false);
+  config.allowed_hosts = v.strings_at(obj, "allowed_hosts", "allowed_hosts");
+  for (auto& h : config.allowed_hosts) h = ascii_lower(h);
+  if (auto s = v.string_at(obj, "authority_host", "authority_host")) {
+    global_authority = v.upstream_url(*s, "authority_host", false);
+  }
+  config.authority_host =
+      global_authority.value_or(*parse_url("https://login.microsoftonline.com"));
+  if (auto s = v.string_at(obj, "ca_file", "ca_file"); s && !s->empty()) {
+    std::ifstream probe(*s);
+    if (!probe) v.error("ca_file", "cannot read '" + *s + "'");
+    config.ca_file = *s;
+  }
+  if (auto level = v.string_at(obj, "log_level", "log_level")) {
+    if (*level != "debug" && *level != "info" && *level != "warn" && *level != "error") {
+      v.error("log_level", "'" + *level + "' is not one of debug, info, warn, error");
+    } else {
+      config.log_level = *level;
+    }
+  }
+}
+
+}  // namespace
+
+std::optional<ListenAddress> parse_listen_address(std::string_view text) {
+  ListenAddress address;
+  if (!parse_listen(text, address.host, address.port)) return std::nullopt;
+  return address;
+}
+
 ConfigLoad parse_config(std::string_view text, const EnvLookup& env) {
   ConfigLoad load;
   Validator v(load);
@@ -424,157 +620,32 @@ ConfigLoad parse_config(std::string_view text, const EnvLookup& env) {
   v.reject_unknown(obj, "",
                    {"listen", "allow_remote", "allowed_hosts", "transparent", "authority_host",
                     "ca_file", "identity_header", "identity_header_file", "log_level", "cache",
-                    "unix_socket", "sources", "targets"});
+                    "server", "unix_socket", "sources", "targets"});
   Config config;
-
-  config.allow_remote = v.bool_at(obj, "allow_remote", "allow_remote").value_or(false);
-  config.transparent = v.bool_at(obj, "transparent", "transparent").value_or(false);
-  if (auto listen = v.string_at(obj, "listen", "listen")) {
-    if (!parse_listen(*listen, config.listen_host, config.listen_port)) {
-      v.error("listen", "'" + *listen + "' is not host:port (IPv6 as [addr]:port)");
-    } else if (!config.allow_remote && !is_loopback(config.listen_host)) {
-      v.error("listen", "'" + config.listen_host +
-                            "' is not a loopback address; set \"allow_remote\": true to expose "
-                            "tokens beyond this host");
-    }
-  }
-  config.allowed_hosts = v.strings_at(obj, "allowed_hosts", "allowed_hosts");
-  for (auto& h : config.allowed_hosts) h = ascii_lower(h);
-
   std::optional<Url> global_authority;
-  if (auto s = v.string_at(obj, "authority_host", "authority_host")) {
-    global_authority = v.upstream_url(*s, "authority_host", false);
-  }
-  config.authority_host =
-      global_authority.value_or(*parse_url("https://login.microsoftonline.com"));
-
-  if (auto s = v.string_at(obj, "ca_file", "ca_file")) {
-    if (!s->empty()) {
-      std::ifstream probe(*s);
-      if (!probe) v.error("ca_file", "cannot read '" + *s + "'");
-      config.ca_file = *s;
-    }
-  }
-
-  const auto header = v.string_at(obj, "identity_header", "identity_header");
-  const auto header_file = v.string_at(obj, "identity_header_file", "identity_header_file");
-  if (header && header_file) {
-    v.error("identity_header", "give identity_header or identity_header_file, not both");
-  } else if (header) {
-    config.identity_header = *header;
-  } else if (header_file) {
-    config.identity_header_file = *header_file;
-    if (auto secret = read_small_file(*header_file, 4096)) {
-      config.identity_header = trim(*secret);
-      if (readable_by_others(*header_file)) {
-        v.warning("identity_header_file", "'" + *header_file + "' is readable by other users");
-      }
-    } else {
-      v.error("identity_header_file", "cannot read '" + *header_file + "' (or larger than 4 KiB)");
-    }
-  }
-  const bool header_read =
-      header_file && !header && config.identity_header_file == *header_file &&
-      load.errors.end() ==
-          std::find_if(load.errors.begin(), load.errors.end(),
-                       [](const std::string& e) { return e.starts_with("identity_header_file:"); });
-  if ((header && !header_file) || header_read) {
-    if (config.identity_header.size() < 16) {
-      v.error(header ? "identity_header" : "identity_header_file",
-              "the secret must be at least 16 characters");
-    }
-  }
-
-  if (auto level = v.string_at(obj, "log_level", "log_level")) {
-    if (*level != "debug" && *level != "info" && *level != "warn" && *level != "error") {
-      v.error("log_level", "'" + *level + "' is not one of debug, info, warn, error");
-    } else {
-      config.log_level = *level;
-    }
-  }
-
-  if (const auto* cache = obj.if_contains("cache")) {
-    if (!cache->is_object()) {
-      v.error("cache", "must be an object");
-    } else {
-      const auto& c = cache->get_object();
-      v.reject_unknown(c, "cache.", {"min_validity_seconds", "idle_ttl_seconds", "max_entries"});
-      if (auto n = v.int_at(c, "min_validity_seconds", "cache.min_validity_seconds", 0, 3600)) {
-        config.cache.min_validity = std::chrono::seconds(*n);
-      }
-      if (auto n = v.int_at(c, "idle_ttl_seconds", "cache.idle_ttl_seconds", 1, 30 * 86400)) {
-        config.cache.idle_ttl = std::chrono::seconds(*n);
-      }
-      if (auto n = v.int_at(c, "max_entries", "cache.max_entries", 1, 10'000'000)) {
-        config.cache.max_entries = static_cast<std::size_t>(*n);
-      }
-    }
-  }
-
-  if (const auto* unix_socket = obj.if_contains("unix_socket")) {
-    if (!unix_socket->is_object()) {
-      v.error("unix_socket", "must be an object");
-    } else {
-      const auto& u = unix_socket->get_object();
-      v.reject_unknown(u, "unix_socket.", {"path", "allowed_uids"});
-      if (auto p = v.string_at(u, "path", "unix_socket.path")) config.unix_socket.path = *p;
-      if (config.unix_socket.path.empty()) v.error("unix_socket.path", "missing");
-      if (const auto* uids = u.if_contains("allowed_uids")) {
-        if (!uids->is_array()) {
-          v.error("unix_socket.allowed_uids", "must be an array of user ids");
-        } else {
-          for (std::size_t i = 0; i < uids->get_array().size(); ++i) {
-            const auto& uid = uids->get_array()[i];
-            if (uid.is_int64() && uid.get_int64() >= 0 && uid.get_int64() <= 0xFFFFFFFF) {
-              config.unix_socket.allowed_uids.push_back(
-                  static_cast<std::uint32_t>(uid.get_int64()));
-            } else {
-              v.error("unix_socket.allowed_uids[" + std::to_string(i) + "]", "must be a user id");
-            }
-          }
-        }
-      }
-    }
-  }
-
-  if (const auto* sources = obj.if_contains("sources")) {
-    if (!sources->is_object() || sources->get_object().empty()) {
-      v.error("sources", "must be a non-empty object of named sources");
-    } else {
-      for (const auto& kv : sources->get_object()) {
-        parse_source(v, std::string(kv.key()), kv.value(), env, config);
-      }
-    }
-  } else {
-    v.error("sources", "missing; at least one source of assertions is required");
-  }
-
-  if (const auto* targets = obj.if_contains("targets")) {
-    if (!targets->is_array() || targets->get_array().empty()) {
-      v.error("targets", "must be a non-empty array");
-    } else {
-      const auto& arr = targets->get_array();
-      for (std::size_t i = 0; i < arr.size(); ++i) {
-        parse_target(v, i, arr[i], config, global_authority);
-      }
-    }
-  } else {
-    v.error("targets", "missing; at least one target is required");
-  }
-
-  std::set<std::pair<std::string, std::string>> seen;
-  int defaults = 0;
-  for (std::size_t i = 0; i < config.targets.size(); ++i) {
-    const auto& t = config.targets[i];
-    if (!seen.emplace(t.tenant_id, t.client_id).second) {
-      v.error("targets", "tenant " + t.tenant_id + " with app " + t.client_id + " appears twice");
-    }
-    if (t.is_default) ++defaults;
-  }
-  if (defaults > 1) v.error("targets", "more than one target has \"default\": true");
-
+  parse_listener(v, obj, config);
+  parse_globals(v, obj, config, global_authority);
+  parse_identity_header(v, obj, config);
+  parse_cache(v, obj, config);
+  parse_server(v, obj, config);
+  parse_unix_socket(v, obj, config);
+  parse_sources(v, obj, env, config);
+  parse_targets(v, obj, config, global_authority);
   if (load.errors.empty()) load.config = std::move(config);
   return load;
+}
+
+std::vector<std::string> keys_needing_restart(const Config& running, const Config& fresh) {
+  std::vector<std::string> keys;
+  if (running.listen_tcp != fresh.listen_tcp || running.listen_host != fresh.listen_host ||
+      running.listen_port != fresh.listen_port || running.allow_remote != fresh.allow_remote) {
+    keys.emplace_back("listen");
+  }
+  if (running.unix_socket != fresh.unix_socket) keys.emplace_back("unix_socket");
+  if (running.ca_file != fresh.ca_file) keys.emplace_back("ca_file");
+  if (running.cache != fresh.cache) keys.emplace_back("cache");
+  if (running.server != fresh.server) keys.emplace_back("server");
+  return keys;
 }
 
 ConfigLoad load_config_file(const std::string& path, const EnvLookup& env) {

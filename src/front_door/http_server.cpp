@@ -1,6 +1,8 @@
 #include "ficbroker/front_door/http_server.hpp"
 
+#include "ficbroker/front_door/accept_backoff.hpp"
 #include "ficbroker/front_door/http_parser.hpp"
+#include "ficbroker/util/task.hpp"
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -123,17 +125,6 @@ struct HttpServer::Impl : std::enable_shared_from_this<Impl> {
     parse_limits.max_body_bytes = limits.max_body_bytes;
   }
 
-  auto log_exit(const char* what) {
-    return [self = shared_from_this(), what](std::exception_ptr e) {
-      if (!e) return;
-      try {
-        std::rethrow_exception(e);
-      } catch (const std::exception& ex) {
-        self->log.error("task_failed", {{"task", what}, {"what", ex.what()}});
-      }
-    };
-  }
-
   asio::awaitable<void> run_watchdog() {
     auto self = shared_from_this();
     while (!stopping || !sessions.empty()) {
@@ -150,9 +141,13 @@ struct HttpServer::Impl : std::enable_shared_from_this<Impl> {
   void ensure_watchdog() {
     if (watchdog_running) return;
     watchdog_running = true;
-    asio::co_spawn(executor, run_watchdog(), [self = shared_from_this()](std::exception_ptr) {
-      self->watchdog_running = false;
-    });
+    asio::co_spawn(
+        executor, run_watchdog(),
+        [self = shared_from_this(),
+         exit = on_task_exit(log, "watchdog", TaskRole::must_not_die)](std::exception_ptr e) {
+          self->watchdog_running = false;
+          exit(e);
+        });
   }
 
   template <class Socket>
@@ -244,56 +239,54 @@ struct HttpServer::Impl : std::enable_shared_from_this<Impl> {
   void start_session(Socket socket) {
     if (sessions.size() >= limits.max_connections) {
       metrics.count_connection_rejected();
-      asio::co_spawn(executor, reject_overload(std::move(socket)), log_exit("overload"));
+      asio::co_spawn(executor, reject_overload(std::move(socket)),
+                     on_task_exit(log, "overload", TaskRole::may_end));
       return;
     }
     ensure_watchdog();
-    asio::co_spawn(executor, run_session(std::move(socket)), log_exit("session"));
+    asio::co_spawn(executor, run_session(std::move(socket)),
+                   on_task_exit(log, "session", TaskRole::may_end));
   }
 
-  asio::awaitable<void> accept_tcp(tcp::acceptor& acceptor) {
+  // One accept loop for every listener; `admit` decides, before anything is read, whether a peer
+  // may talk to us (the Unix socket's uid allow-list).
+  template <class Acceptor, class Admit>
+  asio::awaitable<void> accept_loop(Acceptor& acceptor, Admit admit) {
     auto self = shared_from_this();
+    AcceptBackoff backoff;
+    asio::steady_timer pause(executor);
     while (!stopping) {
       auto [ec, socket] = co_await acceptor.async_accept(use_nothrow);
       if (ec == asio::error::operation_aborted || stopping) co_return;
       if (ec) {
-        // EMFILE and friends: back off instead of spinning on a failing accept().
-        log.warn("accept_failed", {{"error", ec.message()}});
-        asio::steady_timer backoff(executor, std::chrono::milliseconds(50));
-        co_await backoff.async_wait(use_nothrow);
-        continue;
-      }
-      error_code ignored;
-      socket.set_option(tcp::no_delay(true), ignored);
-      start_session(std::move(socket));
-    }
-  }
-
-  asio::awaitable<void> accept_unix(unix_socket::acceptor& acceptor,
-                                    std::vector<std::uint32_t> allowed_uids) {
-    auto self = shared_from_this();
-    while (!stopping) {
-      auto [ec, socket] = co_await acceptor.async_accept(use_nothrow);
-      if (ec == asio::error::operation_aborted || stopping) co_return;
-      if (ec) {
-        asio::steady_timer backoff(executor, std::chrono::milliseconds(50));
-        co_await backoff.async_wait(use_nothrow);
-        continue;
-      }
-      if (!allowed_uids.empty()) {
-        ucred cred{};
-        socklen_t len = sizeof cred;
-        const bool ok =
-            ::getsockopt(socket.native_handle(), SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 &&
-            std::find(allowed_uids.begin(), allowed_uids.end(), cred.uid) != allowed_uids.end();
-        if (!ok) {
-          log.warn("peer_refused", {{"uid", static_cast<std::int64_t>(cred.uid)}});
-          metrics.count_connection_rejected();
-          continue;  // the socket closes as it goes out of scope, before anything is read
+        // EMFILE and friends: back off instead of spinning on a failing accept(), and say so
+        // at a bounded rate.
+        const auto step = backoff.failed(SessionClock::now());
+        if (step.log) {
+          log.warn("accept_failed",
+                   {{"error", ec.message()}, {"suppressed", step.suppressed_since_last_log}});
         }
+        pause.expires_after(step.delay);
+        co_await pause.async_wait(use_nothrow);
+        continue;
       }
-      start_session(std::move(socket));
+      backoff.succeeded();
+      if (admit(socket)) start_session(std::move(socket));
     }
+  }
+
+  bool admit_unix_peer(unix_socket::socket& socket, const std::vector<std::uint32_t>& allowed) {
+    if (allowed.empty()) return true;
+    ucred cred{};
+    socklen_t len = sizeof cred;
+    const bool ok =
+        ::getsockopt(socket.native_handle(), SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 &&
+        std::find(allowed.begin(), allowed.end(), cred.uid) != allowed.end();
+    if (!ok) {
+      log.warn("peer_refused", {{"uid", static_cast<std::int64_t>(cred.uid)}});
+      metrics.count_connection_rejected();
+    }
+    return ok;  // a refused socket closes as it goes out of scope, before anything is read
   }
 };
 
@@ -315,7 +308,13 @@ std::uint16_t HttpServer::listen_tcp(const std::string& host, std::uint16_t port
   const auto bound = acceptor->local_endpoint().port();
   auto& ref = *acceptor;
   impl_->tcp_acceptors.push_back(std::move(acceptor));
-  asio::co_spawn(impl_->executor, impl_->accept_tcp(ref), impl_->log_exit("accept"));
+  auto admit = [](tcp::socket& socket) {
+    error_code ignored;
+    socket.set_option(tcp::no_delay(true), ignored);
+    return true;
+  };
+  asio::co_spawn(impl_->executor, impl_->accept_loop(ref, admit),
+                 on_task_exit(impl_->log, "accept", TaskRole::must_not_die));
   return bound;
 }
 
@@ -329,8 +328,11 @@ void HttpServer::listen_unix(const std::string& path, std::vector<std::uint32_t>
   acceptor->listen(asio::socket_base::max_listen_connections);
   auto& ref = *acceptor;
   impl_->unix_acceptors.push_back(std::move(acceptor));
-  asio::co_spawn(impl_->executor, impl_->accept_unix(ref, std::move(allowed_uids)),
-                 impl_->log_exit("accept"));
+  auto admit = [impl = impl_.get(), allowed = std::move(allowed_uids)](unix_socket::socket& s) {
+    return impl->admit_unix_peer(s, allowed);
+  };
+  asio::co_spawn(impl_->executor, impl_->accept_loop(ref, std::move(admit)),
+                 on_task_exit(impl_->log, "accept", TaskRole::must_not_die));
 }
 
 void HttpServer::stop() {

@@ -53,16 +53,22 @@ std::string Emulator::oidc_token(const json::object& request) const {
   return std::string(json::parse(r.body).as_object().at("token").as_string());
 }
 
-Broker::Broker(const TempDir& dir, const std::string& config_json, const std::string& name) {
+Broker::Broker(const TempDir& dir, const std::string& config_json, const std::string& name,
+               std::vector<std::string> launcher) {
   config_path_ = dir.file(name + ".jsonc");
   log_path_ = dir.file(name + ".log");
   write_file(config_path_, config_json);
   const std::string ready = dir.file(name + ".ready");
-  process_ =
-      ChildProcess({FICBROKER_BIN, "--config", config_path_, "--ready-file", ready}, log_path_);
+  std::vector<std::string> argv = std::move(launcher);
+  for (const auto& arg :
+       {FICBROKER_BIN, "--config", config_path_.c_str(), "--ready-file", ready.c_str()}) {
+    argv.emplace_back(arg);
+  }
+  process_ = ChildProcess(std::move(argv), log_path_);
   try {
     const auto info = json::parse(wait_for_file(ready, std::chrono::seconds(10))).as_object();
-    port_ = port_of(std::string(info.at("listen").as_string()));
+    const std::string listen(info.at("listen").as_string());
+    port_ = listen.starts_with("unix:") ? 0 : port_of(listen);
   } catch (const std::exception&) {
     throw std::runtime_error("ficbroker did not start; its log:\n" + read_file(log_path_));
   }

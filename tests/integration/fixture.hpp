@@ -47,7 +47,10 @@ class Emulator {
 
 class Broker {
  public:
-  Broker(const TempDir& dir, const std::string& config_json, const std::string& name = "broker");
+  /// Starts ficbroker; `launcher` is prepended to its command line (e.g. prlimit with limits).
+  /// port() is 0 when it listens on a Unix socket only.
+  Broker(const TempDir& dir, const std::string& config_json, const std::string& name = "broker",
+         std::vector<std::string> launcher = {});
   unsigned short port() const { return port_; }
   Response get(const std::string& target, const Headers& headers = {}) const;
   Response get_with_metadata(const std::string& target) const;

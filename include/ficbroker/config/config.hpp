@@ -50,16 +50,29 @@ struct CacheConfig {
   std::chrono::seconds min_validity{300};  // never hand out a token with less left
   std::chrono::seconds idle_ttl{3600};     // stop refreshing keys nobody asked for
   std::size_t max_entries = 10000;
+  bool operator==(const CacheConfig&) const = default;
+};
+
+/// The front door's limits. max_connections is lowered further at start so that it fits
+/// RLIMIT_NOFILE with room for upstream sockets and files.
+struct ServerConfig {
+  std::size_t max_connections = 4096;
+  std::chrono::milliseconds header_timeout{10000};  // a request must arrive whole within this
+  std::chrono::milliseconds idle_timeout{60000};    // waiting for the next keep-alive request
+  std::chrono::milliseconds write_timeout{10000};
+  bool operator==(const ServerConfig&) const = default;
 };
 
 struct UnixSocketConfig {
   std::string path;                         // empty: no Unix-domain listener
   std::vector<std::uint32_t> allowed_uids;  // empty: any peer
+  bool operator==(const UnixSocketConfig&) const = default;
 };
 
 struct Config {
   std::string listen_host = "127.0.0.1";
   std::uint16_t listen_port = 8181;
+  bool listen_tcp = true;  // "listen": null turns the TCP listener off (Unix socket only)
   bool allow_remote = false;
   bool transparent = false;  // also accept Host: 169.254.169.254 (iptables redirect)
   std::vector<std::string> allowed_hosts;
@@ -69,6 +82,7 @@ struct Config {
   std::string identity_header_file;
   std::string log_level = "info";
   CacheConfig cache;
+  ServerConfig server;
   UnixSocketConfig unix_socket;
   std::map<std::string, SourceConfig> sources;
   std::vector<TargetConfig> targets;
@@ -92,6 +106,17 @@ EnvLookup process_env();
 ConfigLoad parse_config(std::string_view text, const EnvLookup& env = process_env());
 /// Reads the file and parses it; errors name the file when it cannot be read.
 ConfigLoad load_config_file(const std::string& path, const EnvLookup& env = process_env());
+
+struct ListenAddress {
+  std::string host;  // without brackets
+  std::uint16_t port = 0;
+};
+/// `host:port`, IPv6 as `[addr]:port`. Syntax only: the loopback rule is the config's.
+std::optional<ListenAddress> parse_listen_address(std::string_view text);
+
+/// The keys whose change a running daemon cannot apply on SIGHUP (listeners, TLS trust, cache and
+/// server limits); a reload that changes any of them is refused, naming them.
+std::vector<std::string> keys_needing_restart(const Config& running, const Config& fresh);
 
 /// The FIC audience and authority host of a cloud.
 std::string_view exchange_audience_for(Cloud cloud);
