@@ -1,18 +1,32 @@
 #include "ficbroker/core/metrics.hpp"
 
+#include "ficbroker/util/encoding.hpp"
+
 #include <cstdio>
 
 namespace ficbroker {
 namespace {
 
+// A label value in the text exposition format: the three escapes it knows (\\, \", \n), and
+// U+FFFD for invalid UTF-8 and other control bytes, which Prometheus refuses: one bad label would
+// make it reject the whole scrape. Label values come from config and callers' resources.
 void append_label_value(std::string& out, std::string_view value) {
+  constexpr std::string_view kReplacement = "\xEF\xBF\xBD";
   out.push_back('"');
-  for (char c : value) {
+  for (std::size_t i = 0; i < value.size(); ++i) {
+    const char c = value[i];
+    const auto u = static_cast<unsigned char>(c);
     if (c == '\\' || c == '"') {
       out.push_back('\\');
       out.push_back(c);
     } else if (c == '\n') {
       out.append("\\n");
+    } else if (u >= 0x80) {
+      const std::size_t n = utf8_sequence_length(value, i);
+      out.append(n ? value.substr(i, n) : kReplacement);
+      if (n) i += n - 1;
+    } else if (u < 0x20 || u == 0x7F) {
+      out.append(kReplacement);
     } else {
       out.push_back(c);
     }
@@ -124,14 +138,7 @@ CacheKeyLabels split_cache_key(std::string_view key) {
   return labels;
 }
 
-std::string Metrics::render(const TokenCache& cache, bool ready) const {
-  std::string out;
-  out.reserve(4096);
-  header(out, "ficbroker_build_info", "gauge", "Build information.");
-  out.append("ficbroker_build_info{version=\"0.1.0\"} 1\n");
-  header(out, "ficbroker_ready", "gauge", "1 when every prewarm token is cached.");
-  out.append("ficbroker_ready ").append(ready ? "1" : "0").append("\n");
-
+void Metrics::render_requests(std::string& out) const {
   header(out, "ficbroker_requests_total", "counter",
          "HTTP requests answered, by route and status.");
   for (const auto& [key, count] : requests_) {
@@ -143,7 +150,11 @@ std::string Metrics::render(const TokenCache& cache, bool ready) const {
   header(out, "ficbroker_request_duration_seconds", "histogram",
          "Time from a parsed request to its answer.");
   histogram(out, "ficbroker_request_duration_seconds", "", request_latency_);
+}
 
+namespace {
+
+void render_cache_stats(std::string& out, const TokenCache& cache) {
   const auto& s = cache.stats();
   counter(out, "ficbroker_cache_hits_total", "Requests answered from the cache.", s.hits);
   counter(out, "ficbroker_cache_misses_total", "Requests that started an upstream fetch.",
@@ -161,7 +172,9 @@ std::string Metrics::render(const TokenCache& cache, bool ready) const {
           "Requests answered with a remembered permanent failure.", s.negative_hits);
   header(out, "ficbroker_cache_entries", "gauge", "Entries in the token cache.");
   out.append("ficbroker_cache_entries ").append(std::to_string(cache.size())).append("\n");
+}
 
+void render_token_expiry(std::string& out, const TokenCache& cache) {
   header(out, "ficbroker_token_expiry_seconds", "gauge", "Seconds until a cached token expires.");
   cache.for_each_entry([&](const std::string& key, std::chrono::seconds left) {
     const auto l = split_cache_key(key);
@@ -184,7 +197,11 @@ std::string Metrics::render(const TokenCache& cache, bool ready) const {
     }
     out.append("} ").append(std::to_string(left.count())).append("\n");
   });
+}
 
+}  // namespace
+
+void Metrics::render_upstreams(std::string& out) const {
   header(out, "ficbroker_upstream_duration_seconds", "histogram",
          "Upstream call latency by upstream and tenant.");
   for (const auto& [key, h] : upstream_latency_) {
@@ -203,11 +220,30 @@ std::string Metrics::render(const TokenCache& cache, bool ready) const {
     append_label_value(out, key.second);
     out.append("} ").append(std::to_string(count)).append("\n");
   }
+}
+
+std::string Metrics::render(const TokenCache& cache, bool ready) const {
+  std::string out;
+  out.reserve(4096);
+  header(out, "ficbroker_build_info", "gauge", "Build information.");
+  out.append("ficbroker_build_info{version=\"0.1.0\"} 1\n");
+  header(out, "ficbroker_ready", "gauge", "1 when every prewarm token is cached.");
+  out.append("ficbroker_ready ").append(ready ? "1" : "0").append("\n");
+  render_requests(out);
+  render_cache_stats(out, cache);
+  render_token_expiry(out, cache);
+  render_upstreams(out);
   counter(out, "ficbroker_connections_rejected_total",
           "Connections refused because the broker was at its connection limit.",
           connections_rejected_);
   header(out, "ficbroker_connections_open", "gauge", "Open client connections.");
   out.append("ficbroker_connections_open ").append(std::to_string(connections_open_)).append("\n");
+  return out;
+}
+
+std::string prometheus_label_value(std::string_view value) {
+  std::string out;
+  append_label_value(out, value);
   return out;
 }
 

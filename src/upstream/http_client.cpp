@@ -186,8 +186,15 @@ struct HttpClient::Impl {
                                                     std::to_string(url.port));
     }
     auto state = std::make_shared<ResolveState>(executor);
+    // A lookup that ends in an exception (a bug, or bad_alloc) still wakes its caller, with an
+    // error instead of a hang until the deadline.
     asio::co_spawn(executor, resolve_into(state, url.host, std::to_string(url.port)),
-                   [](std::exception_ptr) {});
+                   [state](std::exception_ptr e) {
+                     if (!e || state->finished) return;
+                     state->ec = make_error_code(errc::bad_upstream_response);
+                     state->finished = true;
+                     state->done.cancel();
+                   });
     state->done.expires_at(deadline);
     co_await state->done.async_wait(use_nothrow);
     if (!state->finished) co_return make_error_code(errc::upstream_timeout);

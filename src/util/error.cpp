@@ -15,22 +15,12 @@ class Category final : public boost::system::error_category {
     switch (static_cast<errc>(ev)) {
       case errc::ok:
         return "ok";
-      case errc::bad_json:
-        return "malformed JSON";
       case errc::bad_upstream_response:
-        return "upstream answered with an unusable token response";
-      case errc::upstream_status:
-        return "upstream answered with an error status";
+        return "upstream answered with an unusable HTTP response";
       case errc::upstream_timeout:
         return "upstream did not answer in time";
-      case errc::url_not_allowed:
-        return "upstream URL not allowed";
       case errc::too_large:
         return "message larger than the limit";
-      case errc::source_unreadable:
-        return "assertion source could not be read";
-      case errc::overloaded:
-        return "broker overloaded";
     }
     return "unknown ficbroker error";
   }

@@ -1,6 +1,6 @@
 #include "ficbroker/util/log.hpp"
 
-#include "ficbroker/front_door/response.hpp"
+#include "ficbroker/util/encoding.hpp"
 
 #include <chrono>
 #include <ctime>

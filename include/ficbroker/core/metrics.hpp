@@ -40,6 +40,9 @@ class Metrics {
   std::string render(const TokenCache& cache, bool ready) const;
 
  private:
+  void render_requests(std::string& out) const;
+  void render_upstreams(std::string& out) const;
+
   std::map<std::pair<Route, unsigned>, std::uint64_t> requests_;
   Histogram request_latency_;
   std::map<std::pair<std::string, std::string>, Histogram> upstream_latency_;
@@ -55,5 +58,9 @@ struct CacheKeyLabels {
   std::string_view a, b, c;
 };
 CacheKeyLabels split_cache_key(std::string_view key);
+
+/// A label value as the exposition writes it, quotes included: escaped, and always valid UTF-8
+/// without control bytes (exposed for tests).
+std::string prometheus_label_value(std::string_view value);
 
 }  // namespace ficbroker

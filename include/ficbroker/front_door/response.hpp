@@ -2,6 +2,7 @@
 // path of a cache hit, and every value is a string the wire format fixes.
 #pragma once
 
+#include "ficbroker/util/encoding.hpp"
 #include "ficbroker/util/token.hpp"
 
 #include <cstdint>
@@ -9,9 +10,6 @@
 #include <string_view>
 
 namespace ficbroker {
-
-/// Appends `text` as a JSON string literal (quotes included).
-void append_json_string(std::string& out, std::string_view text);
 
 /// The success body: access_token, client_id, expires_in (seconds left at `now_epoch`),
 /// expires_on, ext_expires_in, not_before, resource (as the caller sent it), token_type — every

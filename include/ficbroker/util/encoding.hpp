@@ -30,4 +30,12 @@ std::optional<QueryParams> parse_query(std::string_view query, bool plus_is_spac
 std::string ascii_lower(std::string_view text);
 bool iequals(std::string_view a, std::string_view b) noexcept;
 
+/// Length of the valid UTF-8 sequence starting at text[i], or 0 if it is not one (overlong forms,
+/// surrogates and code points past U+10FFFF included).
+std::size_t utf8_sequence_length(std::string_view text, std::size_t i);
+
+/// Appends `text` as a JSON string literal (quotes included). Invalid UTF-8 becomes U+FFFD, so
+/// caller-supplied bytes never make the output invalid JSON.
+void append_json_string(std::string& out, std::string_view text);
+
 }  // namespace ficbroker
