@@ -9,11 +9,11 @@ namespace {
 constexpr std::string_view kB64Alphabet =
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
-constexpr std::array<std::int8_t, 256> make_b64_table() {
-  std::array<std::int8_t, 256> table{};
+constexpr std::array<int, 256> make_b64_table() {
+  std::array<int, 256> table{};
   for (auto& v : table) v = -1;
   for (std::size_t i = 0; i < kB64Alphabet.size(); ++i) {
-    table[static_cast<unsigned char>(kB64Alphabet[i])] = static_cast<std::int8_t>(i);
+    table[static_cast<unsigned char>(kB64Alphabet[i])] = static_cast<int>(i);
   }
   // Standard base64 too: some issuers (and tests) hand us '+' and '/'.
   table[static_cast<unsigned char>('+')] = 62;
