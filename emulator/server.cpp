@@ -258,6 +258,17 @@ asio::awaitable<SessionEnd> serve_requests(Stream& stream, std::shared_ptr<Share
         lowest.close();
         co_return SessionEnd::aborted;
       }
+      case Delivery::interim: {
+        // RFC 9110 15.2: any number of 1xx answers may precede the final one.
+        const std::string interim =
+            "HTTP/1.1 103 Early Hints\r\nLink: </emulated.css>; rel=preload\r\n\r\n"
+            "HTTP/1.1 100 Continue\r\n\r\n";
+        lowest.expires_after(opt.write_timeout);
+        auto [interim_ec, interim_n] =
+            co_await asio::async_write(stream, asio::buffer(interim), use_nothrow);
+        if (interim_ec) co_return SessionEnd::aborted;
+        break;
+      }
       case Delivery::normal:
         break;
     }

@@ -241,11 +241,16 @@ HttpResponse Service::serve_token_endpoint(Ep ep, const HttpRequest& req, Descri
   ++stats.requests;
   const std::optional<FaultRule> fault = faults_.take(target);
   HttpResponse res;
-  if (fault && fault->action != FaultAction::delay) {
+  if (fault && fault->action != FaultAction::delay && fault->action != FaultAction::interim) {
     ++stats.faulted;
     res = fault_response(*fault, ep, req, describe());
   } else {
     res = answer();
+    if (fault && fault->action == FaultAction::interim) {
+      ++stats.faulted;
+      res.delivery = Delivery::interim;
+      res.note += " fault:interim";
+    }
     if (res.status == 200) {
       ++stats.ok;
     } else {
@@ -293,6 +298,7 @@ HttpResponse Service::fault_response(const FaultRule& rule, Ep ep, const HttpReq
   res.note = "fault:" + std::string(to_string(rule.action));
   switch (rule.action) {
     case FaultAction::delay:
+    case FaultAction::interim:
       break;  // not a fault response; handled by the caller
     case FaultAction::status: {
       if (ep == Ep::entra) {

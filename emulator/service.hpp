@@ -34,6 +34,7 @@ enum class Delivery {
   reset,     ///< abort the connection (RST) instead of answering
   truncate,  ///< announce a Content-Length larger than the body, send the body, close
   hang,      ///< never answer; wait until the client closes
+  interim,   ///< write interim 1xx responses first, then this one
 };
 
 struct HttpResponse {

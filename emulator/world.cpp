@@ -854,6 +854,8 @@ std::string_view to_string(FaultAction action) {
       return "not_jwt";
     case FaultAction::wrong_types:
       return "wrong_types";
+    case FaultAction::interim:
+      return "interim";
   }
   return "status";
 }
@@ -946,7 +948,7 @@ std::optional<FaultRule> parse_fault_rule(const json::object& body, std::string&
     for (const FaultAction a :
          {FaultAction::delay, FaultAction::status, FaultAction::reset, FaultAction::garbage,
           FaultAction::truncate, FaultAction::huge, FaultAction::hang, FaultAction::not_jwt,
-          FaultAction::wrong_types}) {
+          FaultAction::wrong_types, FaultAction::interim}) {
       if (text == to_string(a)) {
         rule.action = a;
         known = true;
@@ -955,7 +957,7 @@ std::optional<FaultRule> parse_fault_rule(const json::object& body, std::string&
     if (!known) {
       r.fail("$.action",
              "must be one of status, reset, garbage, truncate, huge, hang, not_jwt, wrong_types, "
-             "delay");
+             "interim, delay");
       return std::nullopt;
     }
   }

@@ -215,6 +215,7 @@ enum class FaultAction {
   hang,         ///< never answer; wait for the client to give up
   not_jwt,      ///< 200 token response whose access_token is "not-a-jwt"
   wrong_types,  ///< 200 token response with expires_in (and expires_on) as objects
+  interim,      ///< the real answer, after interim 103 Early Hints and 100 Continue responses
 };
 
 struct FaultRule {

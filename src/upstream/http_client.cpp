@@ -59,6 +59,9 @@ asio::awaitable<void> resolve_into(std::shared_ptr<ResolveState> state, std::str
   state->done.cancel();
 }
 
+// More interim (1xx) answers than this before the final one is an upstream that misbehaves.
+constexpr int kMaxInterimResponses = 8;
+
 error_code map_error(const error_code& ec) {
   if (ec == beast::error::timeout) return make_error_code(errc::upstream_timeout);
   if (ec == http::error::body_limit || ec == http::error::header_limit ||
@@ -285,19 +288,28 @@ struct HttpClient::Impl {
     auto [write_ec, written] = co_await http::async_write(stream, req, use_nothrow);
     if (write_ec) co_return write_ec;
 
-    http::response_parser<http::string_body> parser;
-    parser.header_limit(static_cast<std::uint32_t>(limits.max_response_header));
-    parser.body_limit(limits.max_response_body);
-    auto [read_ec, read] = co_await http::async_read(stream, conn.buffer, parser, use_nothrow);
-    if (read_ec) co_return read_ec;
-    auto res = parser.release();
-    HttpResponse out;
-    out.status = res.result_int();
-    out.retry_after = std::string(res[http::field::retry_after]);
-    out.content_type = std::string(res[http::field::content_type]);
-    out.body = std::move(res.body());
-    keep_alive = res.keep_alive();
-    co_return out;
+    // Interim answers (103 Early Hints, a stray 100 Continue) come before the real one (RFC 9110
+    // 15.2): skip them, or the real answer would stay in the connection for the next caller.
+    for (int interim = 0; interim <= kMaxInterimResponses; ++interim) {
+      http::response_parser<http::string_body> parser;
+      parser.header_limit(static_cast<std::uint32_t>(limits.max_response_header));
+      parser.body_limit(limits.max_response_body);
+      auto [read_ec, read] = co_await http::async_read(stream, conn.buffer, parser, use_nothrow);
+      if (read_ec) co_return read_ec;
+      auto res = parser.release();
+      const unsigned status = res.result_int();
+      if (status == 101) co_return make_error_code(errc::bad_upstream_response);  // not HTTP now
+      if (status >= 100 && status < 200) continue;
+      HttpResponse out;
+      out.status = status;
+      out.retry_after = std::string(res[http::field::retry_after]);
+      out.content_type = std::string(res[http::field::content_type]);
+      out.body = std::move(res.body());
+      // Bytes after the answer were not asked for: a connection holding them is not reused.
+      keep_alive = res.keep_alive() && conn.buffer.size() == 0;
+      co_return out;
+    }
+    co_return make_error_code(errc::bad_upstream_response);
   }
 
   asio::awaitable<result<HttpResponse>> send(HttpRequest request) {

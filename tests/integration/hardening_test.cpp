@@ -1095,5 +1095,45 @@ TEST_F(HardeningListenerTest, TokensAssertionsAndSecretsNeverReachTheLog) {
   }
 }
 
+// =============================================================================================
+// A hostile upstream: interim (1xx) answers before the real one. Pools are shared across keys, so
+// an interim answer taken as final would leave the real token in the connection for the next
+// caller's request, for another resource.
+// =============================================================================================
+
+class HardeningUpstreamTest : public BrokerTest {
+ protected:
+  std::string audience_of(const Response& r) {
+    const auto token = access_token(r);
+    if (token.empty()) return {};
+    return str(jwt_claims(token), "aud");
+  }
+};
+
+TEST_F(HardeningUpstreamTest, EntraInterimAnswersAreSkippedAndNeverServedToTheNextKey) {
+  ASSERT_EQ(broker_->get_with_metadata(token_target(kGraph)).status, 200u);  // warm the pool
+  emulator_->fault({{"target", "entra"}, {"action", "interim"}, {"count", 1}});
+  const auto vault = broker_->get_with_metadata(token_target(kVault));
+  ASSERT_EQ(vault.status, 200u) << vault.body;
+  EXPECT_EQ(audience_of(vault), kVault);
+  // The next exchange, for another resource, reuses the pooled connection and must get its own.
+  const auto storage = broker_->get_with_metadata(token_target("https://storage.azure.com"));
+  ASSERT_EQ(storage.status, 200u) << storage.body;
+  EXPECT_EQ(audience_of(storage), "https://storage.azure.com");
+  EXPECT_EQ(stat_count(emulator_->stats(), "entra"), 3);
+}
+
+TEST_F(HardeningUpstreamTest, ImdsInterimAnswersAreSkipped) {
+  emulator_->fault({{"target", "imds"}, {"action", "interim"}, {"count", 1}});
+  const auto plain = broker_->get_with_metadata(
+      "/metadata/identity/oauth2/token?api-version=2018-02-01&resource=" + std::string(kVault) +
+      "&client_id=" + kUamiClientId);
+  ASSERT_EQ(plain.status, 200u) << plain.body;
+  EXPECT_EQ(audience_of(plain), kVault);
+  const auto exchanged = broker_->get_with_metadata(token_target(kGraph));
+  ASSERT_EQ(exchanged.status, 200u) << exchanged.body;
+  EXPECT_EQ(audience_of(exchanged), kGraph);
+}
+
 }  // namespace
 }  // namespace ficbroker::testing
