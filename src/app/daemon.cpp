@@ -6,6 +6,7 @@
 #include "ficbroker/front_door/connection_limit.hpp"
 #include "ficbroker/front_door/http_server.hpp"
 #include "ficbroker/front_door/router.hpp"
+#include "ficbroker/front_door/socket_activation.hpp"
 #include "ficbroker/upstream/http_client.hpp"
 #include "ficbroker/util/encoding.hpp"
 #include "ficbroker/util/log.hpp"
@@ -188,9 +189,24 @@ ServerLimits server_limits(const Config& config, Logger& log) {
   return limits;
 }
 
-// Binds every configured listener; returns what the ready file and the log call the address.
-std::string open_listeners(HttpServer& server, const Config& config) {
+// Binds every configured listener, or serves the sockets systemd passed instead; returns what the
+// ready file and the log call the address.
+std::string open_listeners(HttpServer& server, const Config& config, Logger& log) {
   std::string listen;
+  const auto inherited = inherited_listeners(process_env(), ::getpid());
+  if (!inherited.empty()) {
+    // The service manager owns the addresses; the config's listen and unix_socket.path are its
+    // business now (deploy/systemd/ficbroker.socket).
+    ::unsetenv("LISTEN_PID");
+    ::unsetenv("LISTEN_FDS");
+    ::unsetenv("LISTEN_FDNAMES");
+    for (const int fd : inherited) {
+      const std::string address = server.adopt_listener(fd, config.unix_socket.allowed_uids);
+      log.info("socket_activated", {{"fd", fd}, {"listen", address}});
+      if (listen.empty()) listen = address;
+    }
+    return listen;
+  }
   if (config.listen_tcp) {
     const auto port = server.listen_tcp(config.listen_host, config.listen_port);
     listen = (config.listen_host.find(':') != std::string::npos ? "[" + config.listen_host + "]"
@@ -239,7 +255,7 @@ int serve_until_stopped(asio::io_context& ioc, App& app, std::shared_ptr<const C
   HttpServer server(
       ioc.get_executor(), [&app](RequestView view) { return serve(view, app); },
       server_limits(*config, app.log), app.log, app.metrics);
-  const std::string listen = open_listeners(server, *config);
+  const std::string listen = open_listeners(server, *config, app.log);
   asio::co_spawn(ioc, app.broker.cache().run_refresher(),
                  on_task_exit(app.log, "refresher", TaskRole::must_not_die));
   asio::co_spawn(ioc, app.broker.run_prewarm(),

@@ -15,6 +15,7 @@
 #include <charconv>
 #include <cstring>
 #include <list>
+#include <stdexcept>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -297,6 +298,36 @@ HttpServer::HttpServer(asio::any_io_executor executor, Handler handler, ServerLi
 
 HttpServer::~HttpServer() { stop(); }
 
+namespace {
+
+bool admit_tcp(tcp::socket& socket) {
+  error_code ignored;
+  socket.set_option(tcp::no_delay(true), ignored);
+  return true;
+}
+
+}  // namespace
+
+std::uint16_t HttpServer::serve_tcp(std::unique_ptr<tcp::acceptor> acceptor) {
+  const auto bound = acceptor->local_endpoint().port();
+  auto& ref = *acceptor;
+  impl_->tcp_acceptors.push_back(std::move(acceptor));
+  asio::co_spawn(impl_->executor, impl_->accept_loop(ref, admit_tcp),
+                 on_task_exit(impl_->log, "accept", TaskRole::must_not_die));
+  return bound;
+}
+
+void HttpServer::serve_unix(std::unique_ptr<unix_socket::acceptor> acceptor,
+                            std::vector<std::uint32_t> allowed_uids) {
+  auto& ref = *acceptor;
+  impl_->unix_acceptors.push_back(std::move(acceptor));
+  auto admit = [impl = impl_.get(), allowed = std::move(allowed_uids)](unix_socket::socket& s) {
+    return impl->admit_unix_peer(s, allowed);
+  };
+  asio::co_spawn(impl_->executor, impl_->accept_loop(ref, std::move(admit)),
+                 on_task_exit(impl_->log, "accept", TaskRole::must_not_die));
+}
+
 std::uint16_t HttpServer::listen_tcp(const std::string& host, std::uint16_t port) {
   const auto address = asio::ip::make_address(host);
   auto acceptor = std::make_unique<tcp::acceptor>(impl_->executor);
@@ -305,17 +336,7 @@ std::uint16_t HttpServer::listen_tcp(const std::string& host, std::uint16_t port
   acceptor->set_option(tcp::acceptor::reuse_address(true));
   acceptor->bind(endpoint);
   acceptor->listen(asio::socket_base::max_listen_connections);
-  const auto bound = acceptor->local_endpoint().port();
-  auto& ref = *acceptor;
-  impl_->tcp_acceptors.push_back(std::move(acceptor));
-  auto admit = [](tcp::socket& socket) {
-    error_code ignored;
-    socket.set_option(tcp::no_delay(true), ignored);
-    return true;
-  };
-  asio::co_spawn(impl_->executor, impl_->accept_loop(ref, admit),
-                 on_task_exit(impl_->log, "accept", TaskRole::must_not_die));
-  return bound;
+  return serve_tcp(std::move(acceptor));
 }
 
 void HttpServer::listen_unix(const std::string& path, std::vector<std::uint32_t> allowed_uids) {
@@ -326,13 +347,35 @@ void HttpServer::listen_unix(const std::string& path, std::vector<std::uint32_t>
   acceptor->bind(endpoint);
   ::chmod(path.c_str(), 0660);
   acceptor->listen(asio::socket_base::max_listen_connections);
-  auto& ref = *acceptor;
-  impl_->unix_acceptors.push_back(std::move(acceptor));
-  auto admit = [impl = impl_.get(), allowed = std::move(allowed_uids)](unix_socket::socket& s) {
-    return impl->admit_unix_peer(s, allowed);
-  };
-  asio::co_spawn(impl_->executor, impl_->accept_loop(ref, std::move(admit)),
-                 on_task_exit(impl_->log, "accept", TaskRole::must_not_die));
+  serve_unix(std::move(acceptor), std::move(allowed_uids));
+}
+
+std::string HttpServer::adopt_listener(int fd, const std::vector<std::uint32_t>& allowed_uids) {
+  sockaddr_storage address{};
+  socklen_t length = sizeof address;
+  int listening = 0;
+  socklen_t flag_length = sizeof listening;
+  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) != 0 ||
+      ::getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &flag_length) != 0 || !listening) {
+    throw std::runtime_error("descriptor " + std::to_string(fd) + " is not a listening socket");
+  }
+  if (address.ss_family == AF_UNIX) {
+    auto acceptor = std::make_unique<unix_socket::acceptor>(impl_->executor);
+    acceptor->assign(unix_socket(), fd);
+    const std::string path = acceptor->local_endpoint().path();
+    serve_unix(std::move(acceptor), allowed_uids);
+    return "unix:" + path;
+  }
+  if (address.ss_family != AF_INET && address.ss_family != AF_INET6) {
+    throw std::runtime_error("descriptor " + std::to_string(fd) + " is not a TCP or Unix socket");
+  }
+  auto acceptor = std::make_unique<tcp::acceptor>(impl_->executor);
+  acceptor->assign(address.ss_family == AF_INET ? tcp::v4() : tcp::v6(), fd);
+  const auto endpoint = acceptor->local_endpoint();
+  const std::string host = endpoint.address().to_string();
+  serve_tcp(std::move(acceptor));
+  return (endpoint.address().is_v6() ? "[" + host + "]" : host) + ":" +
+         std::to_string(endpoint.port());
 }
 
 void HttpServer::stop() {

@@ -1008,6 +1008,54 @@ TEST_F(HardeningListenerTest, ReloadIsAppliedWholeOrRefusedNamingTheKeysThatNeed
   EXPECT_EQ(broker.get("/healthz").status, 200u);
 }
 
+// A listening socket as the service manager would hold it: bound by someone other than the broker.
+int bound_listener() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);  // inherited by the broker: no CLOEXEC
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+      ::listen(fd, 64) != 0) {
+    throw std::runtime_error("cannot bind a listener");
+  }
+  return fd;
+}
+
+unsigned short port_of_fd(int fd) {
+  sockaddr_in addr{};
+  socklen_t length = sizeof addr;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &length);
+  return ntohs(addr.sin_port);
+}
+
+TEST_F(HardeningListenerTest, SocketActivationKeepsThePortAcrossACrash) {
+  FdSet listener{{bound_listener()}};
+  const int fd = listener.fds[0];
+  const auto port = port_of_fd(fd);
+  // As systemd starts it: the socket as fd 3, LISTEN_PID naming the broker's own pid.
+  const std::vector<std::string> launcher{"/bin/sh", "-c",
+                                          "LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" \"$@\" 3<&" +
+                                              std::to_string(fd) + " " + std::to_string(fd) +
+                                              "<&-"};
+  auto config = default_config_object(*emulator_);
+  config["listen"] = "127.0.0.1:1";  // not used: the service manager owns the address
+  std::optional<Broker> broker;
+  broker.emplace(dir_, json::serialize(config), "activated", launcher);
+  EXPECT_EQ(broker->port(), port);
+  EXPECT_EQ(log_events(broker->log(), "socket_activated").size(), 1u) << broker->log();
+  EXPECT_EQ(broker->get_with_metadata(token_target(kGraph)).status, 200u);
+
+  // A crash: the port stays held by the manager, nobody else can bind it, and a caller that
+  // connects meanwhile waits in the backlog and is answered by the next run.
+  broker->process().stop(SIGKILL);
+  const int waiting = tcp_connect(port);
+  ASSERT_GE(waiting, 0) << "the port was released by the crash";
+  FdSet waiting_guard{{waiting}};
+  ASSERT_TRUE(send_all(waiting, "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"));
+  broker.emplace(dir_, json::serialize(config), "activated-again", launcher);
+  EXPECT_EQ(raw_status(read_one_response(waiting, 10s)), 200u);
+}
+
 TEST_F(HardeningListenerTest, IdentityHeaderFileReadableByOthersIsWarnedAbout) {
   const std::string secret_path = dir_.file("identity-header");
   write_file(secret_path, std::string(kIdentityHeader) + "\n");

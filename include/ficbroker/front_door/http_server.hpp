@@ -10,6 +10,8 @@
 #include "ficbroker/util/log.hpp"
 
 #include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
 
 #include <chrono>
 #include <cstdint>
@@ -46,12 +48,20 @@ class HttpServer {
   /// Binds a Unix-domain listener (mode 0660); peers whose uid is not in `allowed_uids` (when
   /// non-empty) are disconnected before anything is read. Throws on failure.
   void listen_unix(const std::string& path, std::vector<std::uint32_t> allowed_uids);
+  /// Serves an inherited listening socket (systemd socket activation), TCP or Unix; the uid
+  /// allow-list applies to a Unix one. Returns its address ("host:port" or "unix:path"). Throws
+  /// when `fd` is not a listening socket.
+  std::string adopt_listener(int fd, const std::vector<std::uint32_t>& allowed_uids);
 
   /// Stops accepting and closes idle connections; busy ones finish their current request.
   void stop();
   std::size_t open_connections() const noexcept;
 
  private:
+  std::uint16_t serve_tcp(std::unique_ptr<asio::ip::tcp::acceptor> acceptor);
+  void serve_unix(std::unique_ptr<asio::local::stream_protocol::acceptor> acceptor,
+                  std::vector<std::uint32_t> allowed_uids);
+
   struct Impl;
   std::shared_ptr<Impl> impl_;
 };
