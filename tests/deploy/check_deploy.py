@@ -142,9 +142,10 @@ def parse_jsonc(text: str, where: str):
 
 
 TOP_KEYS = {"listen", "allow_remote", "allowed_hosts", "transparent", "authority_host", "ca_file",
-            "identity_header", "identity_header_file", "log_level", "cache", "unix_socket",
+            "identity_header", "identity_header_file", "log_level", "cache", "server", "unix_socket",
             "sources", "targets"}
 CACHE_KEYS = {"min_validity_seconds", "idle_ttl_seconds", "max_entries"}
+SERVER_KEYS = {"max_connections", "header_timeout_ms", "idle_timeout_ms", "write_timeout_ms"}
 SOURCE_KEYS = {
     "imds": {"type", "endpoint", "client_id", "object_id", "resource_id"},
     "app_service": {"type", "endpoint", "header", "client_id", "object_id", "resource_id"},
@@ -194,6 +195,11 @@ def validate_config(cfg, where: str, partial: bool = False) -> dict:
         need(not unknown, f"{where}: unknown cache keys {sorted(unknown)}")
         for k, v in c.items():
             need(isinstance(v, int) and not isinstance(v, bool) and v >= 0, f"{where}: cache.{k} must be a non-negative integer")
+    if "server" in cfg:
+        c = cfg["server"]
+        need(isinstance(c, dict), f"{where}: server must be an object")
+        unknown = set(c) - SERVER_KEYS
+        need(not unknown, f"{where}: unknown server keys {sorted(unknown)}")
     need(partial or "sources" in cfg, f"{where}: sources missing")
     need(partial or "targets" in cfg, f"{where}: targets missing")
     sources = cfg.get("sources", {})
@@ -911,7 +917,17 @@ def check_systemd_unit(root: Path) -> str:
          "config/vm-imds.jsonc identity_header_file must be /run/credentials/ficbroker.service/identity-header")
     readyz = [v for v in svc.get("ExecStartPost", []) if f"127.0.0.1:{facts['port']}/readyz" in v]
     need(readyz, f"ExecStartPost must wait for http://127.0.0.1:{facts['port']}/readyz")
-    return f"{len(svc)} [Service] settings"
+    unit = {k: v for (s, k), v in kv.items() if s == "Unit"}
+    need("ficbroker.socket" in " ".join(unit.get("Requires", [])),
+         "[Unit] Requires=ficbroker.socket missing: a crash would free the port for anyone")
+    sock = (root / "deploy/systemd/ficbroker.socket").read_text()
+    listen = re.search(r"^ListenStream=(\S+)$", sock, re.M)
+    need(listen is not None, "ficbroker.socket: ListenStream= missing")
+    need(listen.group(1) == f"{facts['host']}:{facts['port']}",
+         f"ficbroker.socket ListenStream={listen.group(1)} differs from the config's listen "
+         f"{facts['host']}:{facts['port']}")
+    need(re.search(r"^Accept=no$", sock, re.M) is not None, "ficbroker.socket: Accept=no needed")
+    return f"{len(svc)} [Service] settings, socket {listen.group(1)}"
 
 
 # --------------------------------------------------------------------------------------------

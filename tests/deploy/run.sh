@@ -233,7 +233,8 @@ if command -v systemd-analyze >/dev/null 2>&1; then
     printf '#!/bin/sh\nexit 0\n' >"$TMP/systemd/ficbroker"
     chmod 0755 "$TMP/systemd/ficbroker"
     sed "s|/usr/local/bin/ficbroker|$TMP/systemd/ficbroker|g" "$unit" >"$TMP/systemd/ficbroker.service"
-    out="$(systemd-analyze verify "$TMP/systemd/ficbroker.service" 2>&1)"
+    cp "$ROOT/deploy/systemd/ficbroker.socket" "$TMP/systemd/ficbroker.socket"
+    out="$(systemd-analyze verify "$TMP/systemd/ficbroker.service" "$TMP/systemd/ficbroker.socket" 2>&1)"
     rc=$?
     if [[ "$rc" == 0 && -z "$out" ]]; then
         pass "systemd-analyze verify ficbroker.service (no warnings)"
