@@ -1,6 +1,8 @@
 #include "ficbroker/front_door/http_server.hpp"
 
+#include "ficbroker/core/metrics.hpp"
 #include "ficbroker/front_door/http_parser.hpp"
+#include "ficbroker/front_door/router.hpp"
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/ip/tcp.hpp>
