@@ -8,6 +8,7 @@
 // Note: identity_header_file and ca_file name files that parse_config opens. run.sh runs the
 // fuzzers with stdin from /dev/null so that a path such as /dev/stdin cannot block.
 #include "ficbroker/config/config.hpp"
+#include "ficbroker/core/target_resolution.hpp"
 #include "ficbroker/front_door/router.hpp"
 #include "ficbroker/util/encoding.hpp"
 #include "ficbroker/util/url.hpp"

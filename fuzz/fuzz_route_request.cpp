@@ -14,6 +14,7 @@
 // query is well formed; resolve_target gives exactly one of target / source / error, and a target
 // with allowed_resources only for one of them.
 #include "ficbroker/config/config.hpp"
+#include "ficbroker/core/target_resolution.hpp"
 #include "ficbroker/front_door/router.hpp"
 #include "ficbroker/util/encoding.hpp"
 #include "ficbroker/util/token.hpp"
@@ -156,18 +157,7 @@ Synthetic parse_input(std::string_view in) {
   return s;
 }
 
-bool is_token_route(Route r) {
-  switch (r) {
-    case Route::imds_token:
-    case Route::broker_token:
-    case Route::app_service_2019:
-    case Route::app_service_2017:
-    case Route::msi_form_post:
-      return true;
-    default:
-      return false;
-  }
-}
+bool is_token_route(Route r) { return r != Route::none && route_kind(r) == RouteKind::token; }
 
 std::string describe(const RequestView& v) {
   return "method=" + printable(v.method) + " target=" + printable(v.target) +
@@ -183,7 +173,8 @@ void check_query(const RouteDecision& d, const RequestView& v, const RouterSetti
   const bool post = v.method == "POST";
   FUZZ_CHECK("token-method",
              v.method == "GET" ||
-                 (post && (d.route == Route::msi_form_post || d.route == Route::app_service_2019)),
+                 (post && (d.route == Route::msi_form_post || d.route == Route::app_service_2019 ||
+                           d.route == Route::app_service_2017)),
              ctx);
   switch (d.route) {
     case Route::imds_token:

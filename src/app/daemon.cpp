@@ -4,6 +4,7 @@
 #include "ficbroker/core/broker.hpp"
 #include "ficbroker/core/metrics.hpp"
 #include "ficbroker/front_door/connection_limit.hpp"
+#include "ficbroker/front_door/front_door.hpp"
 #include "ficbroker/front_door/http_server.hpp"
 #include "ficbroker/front_door/router.hpp"
 #include "ficbroker/front_door/socket_activation.hpp"
@@ -62,62 +63,8 @@ struct App {
   HttpClient client;
   Broker broker;
   RouterSettings settings;
+  FrontDoor front_door{settings, broker, metrics, log};
 };
-
-std::string_view outcome_of(bool cached, const Reply& reply) {
-  if (reply.status != 200) return "error";
-  return cached ? "hit" : "miss";
-}
-
-asio::awaitable<Reply> serve(RequestView view, App& app) {
-  const auto started = std::chrono::steady_clock::now();
-  RouteDecision decision = route_request(view, app.settings);
-  Reply reply;
-  bool cached = false;
-  if (decision.reply) {
-    reply = std::move(*decision.reply);
-  } else {
-    switch (decision.route) {
-      case Route::healthz:
-        reply.body = R"({"status":"ok"})";
-        break;
-      case Route::readyz:
-        if (app.broker.ready()) {
-          reply.body = R"({"status":"ready"})";
-        } else {
-          reply = error_reply(503, "not_ready", "prewarm tokens are not all cached yet",
-                              Route::readyz, 1);
-        }
-        break;
-      case Route::metrics:
-        reply.body = app.metrics.render(app.broker.cache(), app.broker.ready());
-        reply.content_type = "text/plain; version=0.0.4; charset=utf-8";
-        break;
-      default:
-        if (auto hit = app.broker.try_cached(decision.route, decision.query)) {
-          reply = std::move(*hit);
-          cached = reply.status == 200;
-        } else {
-          TokenQuery query = decision.query;  // the slow path; the original stays for the log
-          reply = co_await app.broker.answer(decision.route, std::move(query));
-        }
-    }
-  }
-  app.metrics.count_request(decision.route, reply.status);
-  if (app.log.enabled(LogLevel::info) && decision.route != Route::healthz &&
-      decision.route != Route::readyz && decision.route != Route::metrics) {
-    const auto micros = std::chrono::duration_cast<std::chrono::microseconds>(
-                            std::chrono::steady_clock::now() - started)
-                            .count();
-    app.log.info("request", {{"route", route_name(decision.route)},
-                             {"status", reply.status},
-                             {"latency_us", static_cast<std::int64_t>(micros)},
-                             {"tenant", decision.query.tenant},
-                             {"resource", decision.query.resource},
-                             {"cache", outcome_of(cached, reply)}});
-  }
-  co_return reply;
-}
 
 // Lets in-flight requests finish (at most 10 s), then stops the loop.
 asio::awaitable<void> drain(HttpServer& server, asio::io_context& ioc) {
@@ -253,7 +200,7 @@ void reload(App& app, const DaemonOptions& options) {
 int serve_until_stopped(asio::io_context& ioc, App& app, std::shared_ptr<const Config> config,
                         const DaemonOptions& options) {
   HttpServer server(
-      ioc.get_executor(), [&app](RequestView view) { return serve(view, app); },
+      ioc.get_executor(), [&app](RequestView view) { return app.front_door.serve(view); },
       server_limits(*config, app.log), app.log, app.metrics);
   const std::string listen = open_listeners(server, *config, app.log);
   asio::co_spawn(ioc, app.broker.cache().run_refresher(),
@@ -339,19 +286,21 @@ int run_token_command(const std::string& config_path, const std::string& resourc
     query.selector_name = "client_id";
   }
   int status = 0;
-  asio::co_spawn(ioc, app.broker.answer(Route::broker_token, std::move(query)),
-                 [&](std::exception_ptr e, Reply reply) {
-                   if (e) {
-                     status = 1;
-                     return;
-                   }
-                   std::fwrite(reply.body.data(), 1, reply.body.size(),
-                               reply.status == 200 ? stdout : stderr);
-                   std::fputc('\n', reply.status == 200 ? stdout : stderr);
-                   status = reply.status == 200 ? 0 : 1;
-                   app.broker.stop();
-                   ioc.stop();
-                 });
+  // answer() consumes its query; the reply echoes a client_id selector from this copy.
+  const TokenQuery asked = query;
+  asio::co_spawn(
+      ioc, app.broker.answer(std::move(query)), [&](std::exception_ptr e, BrokerAnswer answer) {
+        if (e) {
+          status = 1;
+          return;
+        }
+        const Reply reply = answer_reply(answer, asked, Route::none, app.clock.epoch_seconds());
+        std::fwrite(reply.body.data(), 1, reply.body.size(), reply.status == 200 ? stdout : stderr);
+        std::fputc('\n', reply.status == 200 ? stdout : stderr);
+        status = reply.status == 200 ? 0 : 1;
+        app.broker.stop();
+        ioc.stop();
+      });
   ioc.run();
   return status;
 }

@@ -1,6 +1,5 @@
 #include "ficbroker/core/broker.hpp"
 
-#include "ficbroker/front_door/response.hpp"
 #include "ficbroker/upstream/exchange.hpp"
 #include "ficbroker/upstream/http_client.hpp"
 
@@ -42,6 +41,14 @@ std::string_view error_class(const UpstreamError& e) {
 
 double seconds_since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+// What a failed prewarm fetch says in the log: the OAuth error code, never a token.
+std::string prewarm_error(const std::exception_ptr& e, const BrokerAnswer& answer) {
+  if (e) return "internal_error";
+  if (!answer) return "invalid_request";
+  const UpstreamError& error = answer->result.error();
+  return error.error.empty() ? "server_error" : error.error;
 }
 
 CacheSettings cache_settings(const Config& config) {
@@ -117,61 +124,41 @@ std::string Broker::managed_identity_key(const SourceConfig& source, std::string
   return key;
 }
 
-Reply Broker::token_reply(Route, const Token& token, const TokenQuery& query,
-                          std::string_view client_id) const {
-  Reply r;
-  r.body = format_token_body(token, query.resource,
-                             query.selector == SelectorKind::client_id
-                                 ? std::string_view(query.selector_value)
-                                 : client_id,
-                             clock_.epoch_seconds());
-  return r;
-}
-
-Reply Broker::error_from(Route route, const UpstreamError& error) const {
-  return error_reply(static_cast<unsigned>(error.status),
-                     error.error.empty() ? "server_error" : error.error, error.description, route,
-                     error.retry_after_seconds);
-}
-
-std::optional<Reply> Broker::try_cached(Route route, const TokenQuery& query) {
-  Resolution r = resolve_target(query, route, *config_);
-  if (r.error) return std::move(r.error);
-  const Token* token = nullptr;
-  if (r.target) {
-    token = cache_.find(token_key(*r.target, query.scope));
-    if (token) return token_reply(route, *token, query, r.target->client_id);
-  } else {
-    token = cache_.find(managed_identity_key(*r.source, query.resource));
-    if (token) return token_reply(route, *token, query, r.source->client_id);
+std::optional<BrokerAnswer> Broker::try_cached(const TokenQuery& query) {
+  ResolveResult r = resolve_query(query, *config_);
+  if (!r) return BrokerAnswer(r.error());
+  if (r->target) {
+    if (const Token* token = cache_.find(token_key(*r->target, query.scope))) {
+      return TokenAnswer{*token, r->target->client_id};
+    }
+  } else if (const Token* token = cache_.find(managed_identity_key(*r->source, query.resource))) {
+    return TokenAnswer{*token, r->source->client_id};
   }
   return std::nullopt;
 }
 
-asio::awaitable<Reply> Broker::answer(Route route, TokenQuery query) {
+asio::awaitable<BrokerAnswer> Broker::answer(TokenQuery query) {
   // The config may be replaced while this coroutine waits; keep the one it resolved against.
   const std::shared_ptr<const Config> config = config_;
-  Resolution r = resolve_target(query, route, *config);
-  if (r.error) co_return std::move(*r.error);
-  if (r.target) {
-    TargetConfig target = *r.target;
+  ResolveResult r = resolve_query(query, *config);
+  if (!r) co_return r.error();
+  if (r->target) {
+    TargetConfig target = *r->target;
     std::string key = token_key(target, query.scope);
     // Named, not temporaries: GCC 12 can destroy temporaries of a co_await expression twice.
     TokenCache::Fetch fetch = [this, target, scope = query.scope] {
       return fetch_exchanged(target, scope);
     };
-    auto result = co_await cache_.get(std::move(key), std::move(fetch));
-    if (!result) co_return error_from(route, result.error());
-    co_return token_reply(route, *result, query, target.client_id);
+    TokenResult result = co_await cache_.get(std::move(key), std::move(fetch));
+    co_return TokenAnswer{std::move(result), target.client_id};
   }
-  const SourceConfig source = *r.source;
+  const SourceConfig source = *r->source;
   std::string key = managed_identity_key(source, query.resource);
   TokenCache::Fetch fetch = [this, name = source.name, resource = query.resource] {
     return fetch_from_source(name, resource);
   };
-  auto result = co_await cache_.get(std::move(key), std::move(fetch));
-  if (!result) co_return error_from(route, result.error());
-  co_return token_reply(route, *result, query, source.client_id);
+  TokenResult result = co_await cache_.get(std::move(key), std::move(fetch));
+  co_return TokenAnswer{std::move(result), source.client_id};
 }
 
 asio::awaitable<void> Broker::sleep_for(std::chrono::milliseconds delay) {
@@ -312,13 +299,12 @@ asio::awaitable<void> Broker::run_prewarm() {
         query.selector_name = "client_id";
         // Joins the in-flight fetch if one is running; the cache keeps it single.
         asio::co_spawn(
-            executor_, answer(Route::broker_token, std::move(query)),
-            [this, tenant = target.tenant_id, resource](std::exception_ptr e, Reply reply) {
-              if (e || reply.status != 200) {
-                log_.warn("prewarm_failed", {{"tenant", tenant},
-                                             {"resource", resource},
-                                             {"status", e ? 500u : reply.status}});
-              }
+            executor_, answer(std::move(query)),
+            [this, tenant = target.tenant_id, resource](std::exception_ptr e, BrokerAnswer answer) {
+              if (!e && answer && answer->result) return;
+              log_.warn("prewarm_failed", {{"tenant", tenant},
+                                           {"resource", resource},
+                                           {"error", prewarm_error(e, answer)}});
             });
       }
     }

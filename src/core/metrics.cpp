@@ -76,30 +76,6 @@ void histogram(std::string& out, std::string_view name, std::string_view labels,
 
 }  // namespace
 
-std::string_view route_name(Route route) noexcept {
-  switch (route) {
-    case Route::imds_token:
-      return "imds";
-    case Route::broker_token:
-      return "token";
-    case Route::app_service_2019:
-      return "app_service";
-    case Route::app_service_2017:
-      return "app_service_2017";
-    case Route::msi_form_post:
-      return "msi_post";
-    case Route::healthz:
-      return "healthz";
-    case Route::readyz:
-      return "readyz";
-    case Route::metrics:
-      return "metrics";
-    case Route::none:
-      break;
-  }
-  return "other";
-}
-
 void Metrics::Histogram::observe(double seconds) {
   ++count;
   sum += seconds;

@@ -1,7 +1,9 @@
 #include "ficbroker/front_door/http_server.hpp"
 
+#include "ficbroker/core/metrics.hpp"
 #include "ficbroker/front_door/accept_backoff.hpp"
 #include "ficbroker/front_door/http_parser.hpp"
+#include "ficbroker/front_door/router.hpp"
 #include "ficbroker/util/task.hpp"
 
 #include <boost/asio/co_spawn.hpp>

@@ -3,8 +3,12 @@
 #include "ficbroker/front_door/response.hpp"
 #include "ficbroker/util/encoding.hpp"
 #include "ficbroker/util/token.hpp"
+#include "ficbroker/util/url.hpp"
 
+#include <algorithm>
 #include <array>
+#include <numeric>
+#include <span>
 
 namespace ficbroker {
 namespace {
@@ -64,6 +68,115 @@ bool host_allowed(std::string_view host, const RouterSettings& settings) {
   return is_loopback(name);
 }
 
+// Methods a row accepts, as bits.
+constexpr unsigned kGet = 1;
+constexpr unsigned kHead = 2;
+constexpr unsigned kPost = 4;
+
+unsigned method_bit(std::string_view method) {
+  // Methods are case-sensitive (RFC 9110): "get" is not GET and gets a 405.
+  if (method == "GET") return kGet;
+  if (method == "HEAD") return kHead;
+  if (method == "POST") return kPost;
+  return 0;
+}
+
+/// How a caller shows it is a local process that may have a token.
+enum class CallerAuth {
+  none,
+  metadata,         // `Metadata: true` (IMDS; a browser cannot send it cross-origin)
+  identity_header,  // X-IDENTITY-HEADER equal to the configured identity_header
+  secret_2017,      // App Service 2017-09-01: `secret` equal to the configured identity_header
+};
+
+/// Which identity-selector parameters a route reads (each protocol names them differently).
+enum class Selectors { none, imds, app_service, legacy };
+
+struct RouteSpec {
+  std::string_view path;  // normalised (lower case); may hold `{x}` segments and a `{rest}` tail
+  Route route;
+  std::string_view name;  // metrics and log label
+  RouteKind kind;
+  unsigned methods;
+  CallerAuth auth;
+  std::string_view min_api_version;  // empty: api-version is not required
+  // Non-empty: this row stands in for the same path's row when api-version equals this (one path
+  // carrying two protocols); such rows are never matched by path alone.
+  std::string_view selected_by_api_version;
+  Selectors selectors;
+  bool accepts_scope;       // scope= as an alternative to resource=
+  bool app_service_errors;  // errors add App Service's statusCode/message
+};
+
+// clang-format off
+constexpr std::array kRoutes{
+    //        path                               route                    name                kind                   methods       auth                         min version   selected by   selectors               scope  App Service errors
+    RouteSpec{"/metadata/identity/oauth2/token", Route::imds_token,       "imds",             RouteKind::token,      kGet,         CallerAuth::metadata,        "2018-02-01", "",           Selectors::imds,        false, false},
+    RouteSpec{"/metadata/identity/oauth2/token", Route::msi_form_post,    "msi_post",         RouteKind::token,      kPost,        CallerAuth::metadata,        "",           "",           Selectors::imds,        false, false},
+    RouteSpec{"/token",                          Route::broker_token,     "token",            RouteKind::token,      kGet,         CallerAuth::metadata,        "",           "",           Selectors::imds,        true,  false},
+    RouteSpec{"/msi/token",                      Route::app_service_2019, "app_service",      RouteKind::token,      kGet | kPost, CallerAuth::identity_header, "2019-08-01", "",           Selectors::app_service, false, true},
+    RouteSpec{"/msi/token",                      Route::app_service_2017, "app_service_2017", RouteKind::token,      kGet | kPost, CallerAuth::secret_2017,     "",           "2017-09-01", Selectors::legacy,      false, true},
+    RouteSpec{"/oauth2/token",                   Route::msi_form_post,    "msi_post",         RouteKind::token,      kGet | kPost, CallerAuth::metadata,        "",           "",           Selectors::imds,        false, false},
+    RouteSpec{"/healthz",                        Route::healthz,          "healthz",          RouteKind::operations, kGet | kHead, CallerAuth::none,            "",           "",           Selectors::none,        false, false},
+    RouteSpec{"/readyz",                         Route::readyz,           "readyz",           RouteKind::operations, kGet | kHead, CallerAuth::none,            "",           "",           Selectors::none,        false, false},
+    RouteSpec{"/metrics",                        Route::metrics,          "metrics",          RouteKind::operations, kGet | kHead, CallerAuth::none,            "",           "",           Selectors::none,        false, false},
+};
+// clang-format on
+
+const RouteSpec* spec_of(Route route) noexcept {
+  for (const auto& spec : kRoutes) {
+    if (spec.route == route) return &spec;
+  }
+  return nullptr;
+}
+
+using PathParams = std::vector<std::pair<std::string_view, std::string>>;
+
+// The row for a path: the first whose methods include the request's, else the path's first row
+// (which then answers 405). Rows selected by api-version are left to select_variant.
+const RouteSpec* find_route(std::string_view path, std::string_view method, PathParams& params) {
+  const unsigned bit = method_bit(method);
+  const RouteSpec* found = nullptr;
+  for (const auto& spec : kRoutes) {
+    if (!spec.selected_by_api_version.empty() || !match_path_pattern(spec.path, path)) continue;
+    if (!found) found = &spec;
+    if (spec.methods & bit) {
+      found = &spec;
+      break;
+    }
+  }
+  if (found) match_path_pattern(found->path, path, &params);
+  return found;
+}
+
+const RouteSpec& select_variant(const RouteSpec& spec, std::string_view method,
+                                const std::string* api_version) {
+  if (!api_version) return spec;
+  for (const auto& variant : kRoutes) {
+    if (!variant.selected_by_api_version.empty() && variant.path == spec.path &&
+        variant.selected_by_api_version == *api_version && (variant.methods & method_bit(method))) {
+      return variant;
+    }
+  }
+  return spec;
+}
+
+// The index of the first parameter whose key appears again later, in O(n log n): a stable sort
+// of indices by key keeps each key's first occurrence at the front of its run.
+std::optional<std::size_t> first_duplicate(const QueryParams& items) {
+  std::vector<std::size_t> order(items.size());
+  std::iota(order.begin(), order.end(), std::size_t{0});
+  std::stable_sort(order.begin(), order.end(), [&items](std::size_t a, std::size_t b) {
+    return items[a].first < items[b].first;
+  });
+  std::optional<std::size_t> first;
+  for (std::size_t i = 1; i < order.size(); ++i) {
+    if (items[order[i]].first != items[order[i - 1]].first) continue;
+    if (!first || order[i - 1] < *first) first = order[i - 1];
+  }
+  return first;
+}
+
 struct Params {
   QueryParams items;
   const std::string* get(std::string_view key) const {
@@ -71,14 +184,6 @@ struct Params {
       if (k == key) return &v;
     }
     return nullptr;
-  }
-  std::optional<std::string> duplicate() const {
-    for (std::size_t i = 0; i < items.size(); ++i) {
-      for (std::size_t j = i + 1; j < items.size(); ++j) {
-        if (items[i].first == items[j].first) return items[i].first;
-      }
-    }
-    return std::nullopt;
   }
 };
 
@@ -117,25 +222,163 @@ constexpr std::array kLegacySelectors{
     SelectorName{"client_id", SelectorKind::client_id},
 };
 
-template <std::size_t N>
-std::optional<Reply> read_selector(const Params& params, const std::array<SelectorName, N>& names,
-                                   Route route, TokenQuery& query) {
-  for (const auto& s : names) {
+std::span<const SelectorName> selectors_of(Selectors selectors) {
+  switch (selectors) {
+    case Selectors::imds:
+      return kImdsSelectors;
+    case Selectors::app_service:
+      return kAppServiceSelectors;
+    case Selectors::legacy:
+      return kLegacySelectors;
+    case Selectors::none:
+      break;
+  }
+  return {};
+}
+
+std::optional<Reply> read_selector(const Params& params, const RouteSpec& spec, TokenQuery& query) {
+  for (const auto& s : selectors_of(spec.selectors)) {
     const auto* value = params.get(s.name);
     if (!value) continue;
     if (query.selector != SelectorKind::none) {
       return error_reply(400, "invalid_request",
                          "identity selectors are mutually exclusive: give only one of " +
                              query.selector_name + " and " + std::string(s.name),
-                         route);
+                         spec.route);
     }
     if (value->empty()) {
-      return error_reply(400, "invalid_request", std::string(s.name) + " is empty", route);
+      return error_reply(400, "invalid_request", std::string(s.name) + " is empty", spec.route);
     }
     query.selector = s.kind;
     query.selector_value = *value;
     query.selector_name = std::string(s.name);
   }
+  return std::nullopt;
+}
+
+std::optional<Reply> check_host(const RequestView& request, const RouterSettings& settings,
+                                Route route) {
+  if (request.host && host_allowed(*request.host, settings)) return std::nullopt;
+  return error_reply(403, "forbidden",
+                     "the Host header must name a loopback address or a configured host", route);
+}
+
+std::optional<Reply> check_method(const RequestView& request, const RouteSpec& spec) {
+  if (spec.methods & method_bit(request.method)) return std::nullopt;
+  return error_reply(
+      405, "method_not_allowed",
+      spec.kind == RouteKind::operations ? "use GET" : "this endpoint accepts GET only",
+      spec.route);
+}
+
+// The query string, plus a POST's form body: one parameter list, as IMDS reads them.
+std::optional<Reply> read_params(const RequestView& request, std::string_view raw_query,
+                                 Route route, Params& params) {
+  auto query = parse_query(raw_query);
+  if (!query) return error_reply(400, "invalid_request", "malformed query string", route);
+  params.items = std::move(*query);
+  if (request.method != "POST") return std::nullopt;
+  if (!request.content_type.empty() &&
+      !iequals(request.content_type.substr(0, request.content_type.find(';')),
+               "application/x-www-form-urlencoded")) {
+    return error_reply(415, "invalid_request", "the body must be application/x-www-form-urlencoded",
+                       route);
+  }
+  auto form = parse_query(request.body);
+  if (!form) return error_reply(400, "invalid_request", "malformed form body", route);
+  for (auto& item : *form) params.items.push_back(std::move(item));
+  return std::nullopt;
+}
+
+std::optional<Reply> check_shared_secret(const std::optional<std::string_view>& sent,
+                                         const RouterSettings& settings, Route route,
+                                         std::string_view mismatch) {
+  if (settings.identity_header.empty()) {
+    return error_reply(404, "not_found",
+                       "the App Service endpoint is disabled: no identity_header is configured",
+                       route);
+  }
+  if (!sent || !secret_equals(*sent, settings.identity_header)) {
+    return error_reply(401, "unauthorized", mismatch, route);
+  }
+  return std::nullopt;
+}
+
+std::optional<Reply> check_auth(const RequestView& request, const RouterSettings& settings,
+                                const RouteSpec& spec) {
+  switch (spec.auth) {
+    case CallerAuth::metadata:
+      if (request.metadata && iequals(*request.metadata, "true")) return std::nullopt;
+      return error_reply(400, "invalid_request", kMetadataMissing, spec.route);
+    case CallerAuth::identity_header:
+      return check_shared_secret(request.identity_header, settings, spec.route,
+                                 "X-IDENTITY-HEADER is missing or does not match");
+    case CallerAuth::secret_2017:
+      return check_shared_secret(request.secret, settings, spec.route,
+                                 "the secret header is missing or does not match");
+    case CallerAuth::none:
+      break;
+  }
+  return std::nullopt;
+}
+
+// Checked after authentication, so that an unauthenticated caller learns nothing more.
+std::optional<Reply> check_params(const Params& params, Route route) {
+  if (params.items.size() > kMaxRequestParameters) {
+    return error_reply(
+        400, "invalid_request",
+        "too many parameters: at most " + std::to_string(kMaxRequestParameters) + " are accepted",
+        route);
+  }
+  if (const auto dup = first_duplicate(params.items)) {
+    return error_reply(400, "invalid_request",
+                       "duplicate query parameter '" + params.items[*dup].first + "'", route);
+  }
+  return std::nullopt;
+}
+
+std::optional<Reply> check_api_version(const RouteSpec& spec, const std::string* api_version) {
+  if (spec.min_api_version.empty()) return std::nullopt;
+  if (!api_version) {
+    return error_reply(400, "invalid_request", "api-version was not specified in the request",
+                       spec.route);
+  }
+  if (!api_version_at_least(*api_version, spec.min_api_version)) {
+    return error_reply(400, "invalid_request",
+                       "api-version '" + *api_version + "' is not supported; use " +
+                           std::string(spec.min_api_version) + " or later",
+                       spec.route);
+  }
+  return std::nullopt;
+}
+
+std::optional<Reply> read_resource(const Params& params, const RouteSpec& spec, TokenQuery& q) {
+  const Route route = spec.route;
+  const std::string* resource = params.get("resource");
+  const std::string* scope = spec.accepts_scope ? params.get("scope") : nullptr;
+  if (resource && scope) {
+    return error_reply(400, "invalid_request", "give resource or scope, not both", route);
+  }
+  if (scope) {
+    if (scope->empty() || scope->find(' ') != std::string::npos) {
+      return error_reply(400, "invalid_request",
+                         "scope must name exactly one resource's /.default scope", route);
+    }
+    q.resource = scope_to_resource(*scope);
+    q.scope = resource_to_scope(*scope);
+    if (q.resource.empty()) {
+      return error_reply(400, "invalid_request", "scope names no resource", route);
+    }
+  } else if (resource && !resource->empty()) {
+    q.resource = *resource;
+    q.scope = resource_to_scope(*resource);
+  } else {
+    return error_reply(400, "invalid_request", "the resource parameter is required", route);
+  }
+  if (q.resource.size() > 1024 || q.resource.find_first_of(" \t\r\n") != std::string::npos) {
+    return error_reply(400, "invalid_request", "resource is not a valid identifier", route);
+  }
+  if (const auto* tenant = params.get("tenant")) q.tenant = ascii_lower(*tenant);
   return std::nullopt;
 }
 
@@ -148,8 +391,39 @@ RouteDecision reply(Route route, Reply r) {
 
 }  // namespace
 
+std::string_view route_name(Route route) noexcept {
+  const RouteSpec* spec = spec_of(route);
+  return spec ? spec->name : "other";
+}
+
+RouteKind route_kind(Route route) noexcept {
+  const RouteSpec* spec = spec_of(route);
+  return spec ? spec->kind : RouteKind::operations;
+}
+
 bool is_app_service_route(Route route) noexcept {
-  return route == Route::app_service_2019 || route == Route::app_service_2017;
+  const RouteSpec* spec = spec_of(route);
+  return spec && spec->app_service_errors;
+}
+
+bool match_path_pattern(std::string_view pattern, std::string_view path, PathParams* params) {
+  PathParams found;
+  while (!pattern.empty()) {
+    if (path.empty() || pattern.front() != '/' || path.front() != '/') return false;
+    pattern.remove_prefix(1);
+    path.remove_prefix(1);
+    const auto literal = pattern.substr(0, pattern.find('/'));
+    pattern.remove_prefix(literal.size());
+    const bool placeholder = literal.size() > 2 && literal.front() == '{' && literal.back() == '}';
+    const bool rest = placeholder && literal == "{rest}" && pattern.empty();
+    const auto segment = rest ? path : path.substr(0, path.find('/'));
+    if (placeholder ? segment.empty() : segment != literal) return false;
+    if (placeholder) found.emplace_back(literal.substr(1, literal.size() - 2), segment);
+    path.remove_prefix(segment.size());
+  }
+  if (!path.empty()) return false;
+  if (params) std::move(found.begin(), found.end(), std::back_inserter(*params));
+  return true;
 }
 
 bool secret_equals(std::string_view a, std::string_view b) noexcept {
@@ -173,262 +447,46 @@ Reply error_reply(unsigned status, std::string_view error, std::string_view desc
 
 RouteDecision route_request(const RequestView& request, const RouterSettings& settings) {
   const auto question = request.target.find('?');
-  const auto raw_path = request.target.substr(0, question);
   const auto raw_query =
       question == std::string_view::npos ? std::string_view{} : request.target.substr(question + 1);
-  const auto path = normalize_path(raw_path);
+  const auto path = normalize_path(request.target.substr(0, question));
   if (!path) {
     return reply(Route::none,
                  error_reply(400, "invalid_request", "the request path is not in canonical form",
                              Route::none));
   }
-
-  Route route = Route::none;
-  if (*path == "/metadata/identity/oauth2/token") {
-    route = request.method == "POST" ? Route::msi_form_post : Route::imds_token;
-  } else if (*path == "/token") {
-    route = Route::broker_token;
-  } else if (*path == "/msi/token") {
-    route = Route::app_service_2019;  // refined by api-version below
-  } else if (*path == "/oauth2/token") {
-    route = Route::msi_form_post;
-  } else if (*path == "/healthz") {
-    route = Route::healthz;
-  } else if (*path == "/readyz") {
-    route = Route::readyz;
-  } else if (*path == "/metrics") {
-    route = Route::metrics;
-  } else {
+  RouteDecision decision;
+  const RouteSpec* spec = find_route(*path, request.method, decision.path_params);
+  if (!spec) {
     return reply(Route::none, error_reply(404, "not_found", "no such endpoint", Route::none));
   }
+  decision.route = spec->route;
+  if (auto refused = check_host(request, settings, spec->route)) {
+    return reply(spec->route, std::move(*refused));
+  }
+  if (auto refused = check_method(request, *spec)) return reply(spec->route, std::move(*refused));
+  if (spec->kind == RouteKind::operations) return decision;
 
-  if (!request.host || !host_allowed(*request.host, settings)) {
-    return reply(route, error_reply(403, "forbidden",
-                                    "the Host header must name a loopback address or a configured "
-                                    "host",
-                                    route));
+  Params params;
+  if (auto refused = read_params(request, raw_query, spec->route, params)) {
+    return reply(spec->route, std::move(*refused));
   }
-  if (route == Route::healthz || route == Route::readyz || route == Route::metrics) {
-    if (request.method != "GET" && request.method != "HEAD") {
-      return reply(route, error_reply(405, "method_not_allowed", "use GET", route));
-    }
-    RouteDecision d;
-    d.route = route;
-    return d;
-  }
-
-  const bool post = request.method == "POST";
-  if (request.method != "GET" &&
-      !(post && (route == Route::msi_form_post || route == Route::app_service_2019))) {
-    return reply(route,
-                 error_reply(405, "method_not_allowed", "this endpoint accepts GET only", route));
-  }
-
-  auto query = parse_query(raw_query);
-  if (!query) {
-    return reply(route, error_reply(400, "invalid_request", "malformed query string", route));
-  }
-  Params params{std::move(*query)};
-  if (post) {
-    if (!request.content_type.empty() &&
-        !iequals(request.content_type.substr(0, request.content_type.find(';')),
-                 "application/x-www-form-urlencoded")) {
-      return reply(route, error_reply(415, "invalid_request",
-                                      "the body must be application/x-www-form-urlencoded", route));
-    }
-    auto form = parse_query(request.body);
-    if (!form) {
-      return reply(route, error_reply(400, "invalid_request", "malformed form body", route));
-    }
-    for (auto& item : *form) params.items.push_back(std::move(item));
-  }
-  // The App Service path carries two protocols, told apart by api-version.
   const std::string* api_version = params.get("api-version");
-  if (route == Route::app_service_2019 && api_version && *api_version == "2017-09-01") {
-    route = Route::app_service_2017;
-  }
-
+  spec = &select_variant(*spec, request.method, api_version);
+  decision.route = spec->route;
   if (request.forwarded) {
-    return reply(route,
-                 error_reply(400, "invalid_request",
-                             "requests carrying X-Forwarded-For are refused, as IMDS does", route));
+    return reply(
+        spec->route,
+        error_reply(400, "invalid_request",
+                    "requests carrying X-Forwarded-For are refused, as IMDS does", spec->route));
   }
-
-  switch (route) {
-    case Route::imds_token:
-    case Route::broker_token:
-    case Route::msi_form_post:
-      if (!request.metadata || !iequals(*request.metadata, "true")) {
-        return reply(route, error_reply(400, "invalid_request", kMetadataMissing, route));
-      }
-      break;
-    case Route::app_service_2019:
-      if (settings.identity_header.empty()) {
-        return reply(route, error_reply(404, "not_found",
-                                        "the App Service endpoint is disabled: no identity_header "
-                                        "is configured",
-                                        route));
-      }
-      if (!request.identity_header ||
-          !secret_equals(*request.identity_header, settings.identity_header)) {
-        return reply(route, error_reply(401, "unauthorized",
-                                        "X-IDENTITY-HEADER is missing or does not match", route));
-      }
-      break;
-    case Route::app_service_2017:
-      if (settings.identity_header.empty()) {
-        return reply(route, error_reply(404, "not_found",
-                                        "the App Service endpoint is disabled: no identity_header "
-                                        "is configured",
-                                        route));
-      }
-      if (!request.secret || !secret_equals(*request.secret, settings.identity_header)) {
-        return reply(route, error_reply(401, "unauthorized",
-                                        "the secret header is missing or does not match", route));
-      }
-      break;
-    default:
-      break;
-  }
-
-  if (auto dup = params.duplicate()) {
-    return reply(route, error_reply(400, "invalid_request",
-                                    "duplicate query parameter '" + *dup + "'", route));
-  }
-
-  if (route == Route::imds_token || route == Route::app_service_2019) {
-    const std::string_view minimum = route == Route::imds_token ? "2018-02-01" : "2019-08-01";
-    if (!api_version) {
-      return reply(route, error_reply(400, "invalid_request",
-                                      "api-version was not specified in the request", route));
-    }
-    if (!api_version_at_least(*api_version, minimum)) {
-      return reply(route, error_reply(400, "invalid_request",
-                                      "api-version '" + *api_version + "' is not supported; use " +
-                                          std::string(minimum) + " or later",
-                                      route));
-    }
-  }
-
-  RouteDecision decision;
-  decision.route = route;
-  TokenQuery& q = decision.query;
-  const std::string* resource = params.get("resource");
-  const std::string* scope = route == Route::broker_token ? params.get("scope") : nullptr;
-  if (resource && scope) {
-    return reply(route,
-                 error_reply(400, "invalid_request", "give resource or scope, not both", route));
-  }
-  if (scope) {
-    if (scope->empty() || scope->find(' ') != std::string::npos) {
-      return reply(route,
-                   error_reply(400, "invalid_request",
-                               "scope must name exactly one resource's /.default scope", route));
-    }
-    q.resource = scope_to_resource(*scope);
-    q.scope = resource_to_scope(*scope);
-    if (q.resource.empty()) {
-      return reply(route, error_reply(400, "invalid_request", "scope names no resource", route));
-    }
-  } else if (resource && !resource->empty()) {
-    q.resource = *resource;
-    q.scope = resource_to_scope(*resource);
-  } else {
-    return reply(route,
-                 error_reply(400, "invalid_request", "the resource parameter is required", route));
-  }
-  if (q.resource.size() > 1024 || q.resource.find_first_of(" \t\r\n") != std::string::npos) {
-    return reply(route,
-                 error_reply(400, "invalid_request", "resource is not a valid identifier", route));
-  }
-  if (const auto* tenant = params.get("tenant")) q.tenant = ascii_lower(*tenant);
-
-  std::optional<Reply> selector_error;
-  switch (route) {
-    case Route::app_service_2019:
-      selector_error = read_selector(params, kAppServiceSelectors, route, q);
-      break;
-    case Route::app_service_2017:
-      selector_error = read_selector(params, kLegacySelectors, route, q);
-      break;
-    default:
-      selector_error = read_selector(params, kImdsSelectors, route, q);
-      break;
-  }
-  if (selector_error) return reply(route, std::move(*selector_error));
+  auto refused = check_auth(request, settings, *spec);
+  if (!refused) refused = check_params(params, spec->route);
+  if (!refused) refused = check_api_version(*spec, api_version);
+  if (!refused) refused = read_resource(params, *spec, decision.query);
+  if (!refused) refused = read_selector(params, *spec, decision.query);
+  if (refused) return reply(spec->route, std::move(*refused));
   return decision;
-}
-
-Resolution resolve_target(const TokenQuery& query, Route route, const Config& config) {
-  Resolution r;
-  const std::string value = ascii_lower(query.selector_value);
-  if (!query.tenant.empty()) {
-    const TargetConfig* match = nullptr;
-    for (const auto& t : config.targets) {
-      if (t.tenant_id != query.tenant) continue;
-      if (query.selector == SelectorKind::client_id && t.client_id != value) continue;
-      if (!match || t.is_default) match = &t;
-    }
-    if (!match) {
-      std::string what = "unknown tenant '" + query.tenant + "': no target is configured for it";
-      if (query.selector == SelectorKind::client_id) {
-        what = "no target is configured for tenant '" + query.tenant + "' with client_id '" +
-               query.selector_value + "'";
-      }
-      r.error = error_reply(400, "invalid_request", what, route);
-      return r;
-    }
-    r.target = match;
-  } else if (query.selector != SelectorKind::none) {
-    if (query.selector == SelectorKind::client_id) {
-      for (const auto& t : config.targets) {
-        if (t.client_id == value && (!r.target || t.is_default)) r.target = &t;
-      }
-    }
-    if (!r.target) {
-      // A selector naming a source's own identity asks for a plain managed-identity token.
-      for (const auto& [name, source] : config.sources) {
-        const bool mints =
-            source.type == SourceType::imds || source.type == SourceType::app_service;
-        if (!mints) continue;
-        const bool match =
-            (query.selector == SelectorKind::client_id && ascii_lower(source.client_id) == value) ||
-            (query.selector == SelectorKind::object_id && ascii_lower(source.object_id) == value) ||
-            (query.selector == SelectorKind::resource_id &&
-             ascii_lower(source.resource_id) == value);
-        if (match && !value.empty()) {
-          r.source = &source;
-          break;
-        }
-      }
-    }
-    if (!r.target && !r.source) {
-      r.error = error_reply(400, "invalid_request",
-                            "unknown " + query.selector_name + " '" + query.selector_value +
-                                "': it names neither a target's app nor a source's identity",
-                            route);
-      return r;
-    }
-  } else {
-    r.target = config.default_target();
-    if (!r.target) {
-      r.error = error_reply(400, "invalid_request",
-                            "no default target is configured; pass tenant= or client_id=", route);
-      return r;
-    }
-  }
-  if (r.target && !r.target->allowed_resources.empty()) {
-    bool allowed = false;
-    for (const auto& res : r.target->allowed_resources) allowed = allowed || res == query.resource;
-    if (!allowed) {
-      r.error = error_reply(400, "invalid_request",
-                            "resource '" + query.resource + "' is not allowed for tenant '" +
-                                r.target->tenant_id + "'",
-                            route);
-      r.target = nullptr;
-    }
-  }
-  return r;
 }
 
 }  // namespace ficbroker

@@ -2,6 +2,8 @@
 // and ficbroker's own endpoints, and how a token query is resolved to a target or a source.
 #include "ficbroker/front_door/router.hpp"
 
+#include "ficbroker/core/target_resolution.hpp"
+
 #include <boost/json.hpp>
 
 #include <gtest/gtest.h>

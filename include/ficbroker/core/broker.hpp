@@ -7,7 +7,8 @@
 #include "ficbroker/cache/token_cache.hpp"
 #include "ficbroker/config/config.hpp"
 #include "ficbroker/core/metrics.hpp"
-#include "ficbroker/front_door/router.hpp"
+#include "ficbroker/core/target_resolution.hpp"
+#include "ficbroker/front_door/token_query.hpp"
 #include "ficbroker/upstream/retry_policy.hpp"
 #include "ficbroker/upstream/token_source.hpp"
 #include "ficbroker/upstream/upstream_budget.hpp"
@@ -25,16 +26,26 @@ namespace ficbroker {
 
 class HttpClient;
 
+/// A token for a resolved query, or why upstream gave none. Formatting it into an HTTP answer is
+/// the front door's business.
+struct TokenAnswer {
+  TokenResult result;     // the token, or why upstream could not give one
+  std::string client_id;  // the app (or the source's identity) the token is for
+};
+/// An unresolvable query (it names no configured target or identity) is not a token answer.
+using BrokerAnswer = boost::system::result<TokenAnswer, Unresolved>;
+
 class Broker {
  public:
   Broker(asio::any_io_executor executor, std::shared_ptr<const Config> config, HttpClient& client,
          const Clock& clock, Logger& log, Metrics& metrics);
   ~Broker();
 
-  /// The cache-hit path: an answer without suspending, or nullopt when upstream work is needed.
-  std::optional<Reply> try_cached(Route route, const TokenQuery& query);
+  /// The cache-hit path: an answer without suspending (a cached token, or the query is
+  /// unresolvable), or nullopt when upstream work is needed.
+  std::optional<BrokerAnswer> try_cached(const TokenQuery& query);
   /// The full path: resolves the query's target and answers from cache or upstream.
-  asio::awaitable<Reply> answer(Route route, TokenQuery query);
+  asio::awaitable<BrokerAnswer> answer(TokenQuery query);
 
   /// Keeps every target's prewarm resources cached: fetches them at start and retries (1 s, 2 s
   /// … 30 s) until each is servable; the cache then refreshes them like any other key, and never
@@ -49,6 +60,7 @@ class Broker {
   void reload(std::shared_ptr<const Config> config);
 
   const Config& config() const noexcept { return *config_; }
+  const Clock& clock() const noexcept { return clock_; }
   TokenCache& cache() noexcept { return cache_; }
 
   /// Cache keys, exposed for tests and metrics. Parts are separated by '\x1f'.
@@ -63,9 +75,6 @@ class Broker {
   asio::awaitable<TokenResult> fetch_from_source_once(const std::string& source_name,
                                                       const std::string& resource);
   asio::awaitable<void> sleep_for(std::chrono::milliseconds delay);
-  Reply token_reply(Route route, const Token& token, const TokenQuery& query,
-                    std::string_view client_id) const;
-  Reply error_from(Route route, const UpstreamError& error) const;
   void build_sources();
 
   asio::any_io_executor executor_;

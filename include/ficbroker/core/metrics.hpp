@@ -14,8 +14,6 @@
 
 namespace ficbroker {
 
-std::string_view route_name(Route route) noexcept;
-
 class Metrics {
  public:
   static constexpr std::array<double, 12> kBuckets{0.001, 0.005, 0.01, 0.025, 0.05, 0.1,

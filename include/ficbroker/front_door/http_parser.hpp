@@ -4,7 +4,7 @@
 // header-confusion tricks need a parser that guesses).
 #pragma once
 
-#include "ficbroker/front_door/router.hpp"
+#include "ficbroker/front_door/request.hpp"
 
 #include <cstddef>
 #include <string_view>

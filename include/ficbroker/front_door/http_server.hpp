@@ -4,8 +4,7 @@
 // Thread safety: io_context thread only.
 #pragma once
 
-#include "ficbroker/core/metrics.hpp"
-#include "ficbroker/front_door/router.hpp"
+#include "ficbroker/front_door/request.hpp"
 #include "ficbroker/util/asio.hpp"
 #include "ficbroker/util/log.hpp"
 
@@ -21,6 +20,8 @@
 #include <vector>
 
 namespace ficbroker {
+
+class Metrics;  // core/metrics.hpp: the transport only counts into it
 
 struct ServerLimits {
   std::size_t max_header_bytes = 8 * 1024;

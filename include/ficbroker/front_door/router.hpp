@@ -1,13 +1,19 @@
 // Request routing as a pure function: from what arrived (method, target, a few headers) to either
-// an immediate answer (a 4xx, a probe's 400) or a token query. No I/O, no config lookups beyond
+// an immediate answer (a 4xx, a probe's 400) or a token query. No I/O and no configuration beyond
 // the settings passed in; tested and fuzzed without sockets.
+//
+// Every door is one row of a constexpr table (router.cpp): its path, the methods it takes, how the
+// caller proves it is local, the minimum api-version, which identity selectors it reads and the
+// shape of its errors. Adding a door is adding a row and its tests.
 #pragma once
 
-#include "ficbroker/config/config.hpp"
+#include "ficbroker/front_door/request.hpp"
+#include "ficbroker/front_door/token_query.hpp"
 
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace ficbroker {
@@ -24,46 +30,25 @@ enum class Route {
   metrics,
 };
 
+/// What the front door does with a decided route.
+enum class RouteKind {
+  operations,  // healthz, readyz, metrics: no query, no request log line
+  token,       // answers a TokenQuery from the broker
+};
+
+/// The route's label in metrics and logs ("other" for Route::none).
+std::string_view route_name(Route route) noexcept;
+/// Kind of a route; Route::none counts as an operations route (it never reaches the broker).
+RouteKind route_kind(Route route) noexcept;
 /// True for routes whose answers (errors included) use App Service's shape.
 bool is_app_service_route(Route route) noexcept;
-
-/// The parts of an HTTP request routing looks at. Views into the request; absent headers are
-/// nullopt.
-struct RequestView {
-  std::string_view method;
-  std::string_view target;
-  std::optional<std::string_view> host;
-  std::optional<std::string_view> metadata;
-  std::optional<std::string_view> identity_header;  // X-IDENTITY-HEADER
-  std::optional<std::string_view> secret;           // secret (App Service 2017)
-  bool forwarded = false;                           // X-Forwarded-For present
-  std::string_view content_type;
-  std::string_view body;
-};
-
-enum class SelectorKind { none, client_id, object_id, resource_id };
-
-struct TokenQuery {
-  std::string resource;  // as the caller sent it; echoed back
-  std::string scope;     // what is asked of Entra
-  std::string tenant;    // optional: names a target's tenant
-  SelectorKind selector = SelectorKind::none;
-  std::string selector_value;
-  std::string selector_name;  // the parameter the caller used, for error texts
-};
-
-/// An HTTP answer decided without I/O.
-struct Reply {
-  unsigned status = 200;
-  std::string body;
-  int retry_after_seconds = 0;  // 0: no Retry-After header
-  const char* content_type = "application/json; charset=utf-8";
-};
 
 struct RouteDecision {
   Route route = Route::none;
   std::optional<Reply> reply;  // set: answer this and stop
   TokenQuery query;            // for token routes without a reply
+  /// Values of a pattern row's `{placeholder}` segments, in path order (no current row has any).
+  std::vector<std::pair<std::string_view, std::string>> path_params;
 };
 
 struct RouterSettings {
@@ -74,18 +59,18 @@ struct RouterSettings {
 
 RouteDecision route_request(const RequestView& request, const RouterSettings& settings);
 
+/// Matches a normalised path against a row's pattern: literal segments match themselves,
+/// `{x}` matches one non-empty segment, and a final `{rest}` matches one or more segments.
+/// On a match, appends each placeholder's value (without braces) to `params` when given.
+bool match_path_pattern(std::string_view pattern, std::string_view path,
+                        std::vector<std::pair<std::string_view, std::string>>* params = nullptr);
+
+/// The most parameters (query and form together) a request may carry.
+inline constexpr std::size_t kMaxRequestParameters = 64;
+
 /// `{"error":…,"error_description":…}`, plus `statusCode`/`message` on App Service routes.
 Reply error_reply(unsigned status, std::string_view error, std::string_view description,
                   Route route, int retry_after_seconds = 0);
-
-/// Which target (or, for a selector naming a source's own identity, which source) a query goes
-/// to. Exactly one of `target`/`source` is set unless `error` is.
-struct Resolution {
-  const TargetConfig* target = nullptr;
-  const SourceConfig* source = nullptr;  // plain managed-identity token from this source
-  std::optional<Reply> error;
-};
-Resolution resolve_target(const TokenQuery& query, Route route, const Config& config);
 
 /// Constant-time comparison for secrets.
 bool secret_equals(std::string_view a, std::string_view b) noexcept;

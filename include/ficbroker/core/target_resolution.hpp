@@ -1,0 +1,49 @@
+// Which configured target (or, for a selector naming a source's own identity, which source) a
+// token query goes to. Pure: reads the Config, no I/O.
+#pragma once
+
+#include "ficbroker/config/config.hpp"
+#include "ficbroker/front_door/request.hpp"
+#include "ficbroker/front_door/router.hpp"
+#include "ficbroker/front_door/token_query.hpp"
+
+#include <boost/system/result.hpp>
+
+#include <optional>
+#include <string>
+
+namespace ficbroker {
+
+/// Where a query goes: exactly one of `target`/`source` is set.
+struct Resolved {
+  const TargetConfig* target = nullptr;
+  const SourceConfig* source = nullptr;  // plain managed-identity token from this source
+};
+
+/// Why a query names nothing configured: a 400 invalid_request whose description this is. Safe to
+/// show the caller (it repeats only what the caller sent and configured names).
+struct Unresolved {
+  std::string description;
+};
+
+/// Lets boost::system::result<T, Unresolved>::value() throw on misuse.
+[[noreturn]] void throw_exception_from_error(const Unresolved& e,
+                                             const boost::source_location& loc);
+
+using ResolveResult = boost::system::result<Resolved, Unresolved>;
+
+ResolveResult resolve_query(const TokenQuery& query, const Config& config);
+
+/// resolve_query with the error as the HTTP answer a route gives it. Exactly one of
+/// `target`/`source` is set unless `error` is.
+struct Resolution {
+  const TargetConfig* target = nullptr;
+  const SourceConfig* source = nullptr;  // plain managed-identity token from this source
+  std::optional<Reply> error;
+};
+Resolution resolve_target(const TokenQuery& query, Route route, const Config& config);
+
+/// The answer to an unresolvable query on `route`.
+Reply unresolved_reply(const Unresolved& unresolved, Route route);
+
+}  // namespace ficbroker
