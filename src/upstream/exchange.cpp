@@ -26,11 +26,11 @@ HttpRequest build_exchange_request(const TargetConfig& target, std::string_view 
   return req;
 }
 
-asio::awaitable<TokenResult> exchange_assertion(HttpClient& client, const TargetConfig& target,
+asio::awaitable<TokenResult> exchange_assertion(HttpSender& upstream, const TargetConfig& target,
                                                 std::string scope, std::string assertion,
                                                 const Clock& clock) {
   HttpRequest request = build_exchange_request(target, scope, assertion);
-  auto response = co_await client.send(std::move(request));
+  auto response = co_await upstream.send(std::move(request));
   if (!response) co_return transport_error(response.error(), "Entra");
   if (response->status >= 300 && response->status < 400) {
     UpstreamError e;
