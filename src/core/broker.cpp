@@ -129,9 +129,8 @@ Reply Broker::token_reply(Route, const Token& token, const TokenQuery& query,
 }
 
 Reply Broker::error_from(Route route, const UpstreamError& error) const {
-  return error_reply(static_cast<unsigned>(error.status),
-                     error.error.empty() ? "server_error" : error.error, error.description, route,
-                     error.retry_after_seconds);
+  return error_reply(http_status(error), error.error.empty() ? "server_error" : error.error,
+                     error.description, route, error.retry_after_seconds);
 }
 
 std::optional<Reply> Broker::try_cached(Route route, const TokenQuery& query) {
@@ -184,12 +183,8 @@ asio::awaitable<TokenResult> Broker::fetch_from_source_once(const std::string& s
   const auto it = sources_.find(source_name);
   const auto* config = config_->source(source_name);
   if (it == sources_.end() || !config) {
-    UpstreamError e;
-    e.kind = UpstreamError::Kind::permanent;
-    e.status = 400;
-    e.error = "invalid_request";
-    e.description = "source '" + source_name + "' is no longer configured";
-    co_return e;
+    co_return UpstreamError::permanent("invalid_request",
+                                       "source '" + source_name + "' is no longer configured");
   }
   const bool imds = config->type == SourceType::imds;
   const std::string_view kind = source_kind(config->type);

@@ -33,14 +33,10 @@ asio::awaitable<TokenResult> exchange_assertion(HttpSender& upstream, const Targ
   auto response = co_await upstream.send(std::move(request));
   if (!response) co_return transport_error(response.error(), "Entra");
   if (response->status >= 300 && response->status < 400) {
-    UpstreamError e;
-    e.kind = UpstreamError::Kind::transient;
-    e.status = 503;
-    e.error = "temporarily_unavailable";
-    e.description = "Entra answered with a redirect (HTTP " + std::to_string(response->status) +
-                    "); redirects are never followed";
-    e.retry_after_seconds = 5;
-    co_return e;
+    co_return UpstreamError::transient("Entra answered with a redirect (HTTP " +
+                                           std::to_string(response->status) +
+                                           "); redirects are never followed",
+                                       5);
   }
   co_return parse_entra_response(response->status, response->body, response->retry_after, clock);
 }

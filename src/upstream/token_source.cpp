@@ -43,11 +43,7 @@ class FileSource final : public TokenSource {
 
  private:
   TokenResult read_token() const {
-    UpstreamError e;
-    e.kind = UpstreamError::Kind::transient;
-    e.status = 503;
-    e.error = "temporarily_unavailable";
-    e.retry_after_seconds = 5;
+    UpstreamError e = UpstreamError::transient({}, 5);  // each failure below describes itself
     std::ifstream in(config_.path, std::ios::binary);
     if (!in) {
       e.description =
