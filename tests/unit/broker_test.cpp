@@ -220,9 +220,9 @@ std::string form_field(const HttpRequest& request, std::string_view name) {
   return {};
 }
 
-class BrokerTest : public ::testing::Test {
+class BrokerFetchTest : public ::testing::Test {
  protected:
-  BrokerTest() {
+  BrokerFetchTest() {
     auto sleeper = std::make_unique<ScriptedSleeper>(ioc_.get_executor(), clock_);
     sleeper_ = sleeper.get();
     broker_ = std::make_unique<Broker>(ioc_.get_executor(), one_target_config(), upstream_, clock_,
@@ -276,7 +276,7 @@ const std::string kSourcePrefix = "source 'mi' could not get a token: ";
 const std::string kExchangePrefix =
     std::string("token exchange in tenant '") + kTenant + "' for app '" + kApp + "' failed: ";
 
-TEST_F(BrokerTest, ExchangesTheSourcesAssertionForTheTargetsToken) {
+TEST_F(BrokerFetchTest, ExchangesTheSourcesAssertionForTheTargetsToken) {
   upstream_.imds_token("assertion-1");
   upstream_.entra_token("vault-1");
   const Answered a = exchanged();
@@ -296,7 +296,7 @@ TEST_F(BrokerTest, ExchangesTheSourcesAssertionForTheTargetsToken) {
   EXPECT_EQ(upstream_.sent().size(), 2u);
 }
 
-TEST_F(BrokerTest, RejectedAssertionIsReplacedOnceThenThePermanentErrorReachesTheCaller) {
+TEST_F(BrokerFetchTest, RejectedAssertionIsReplacedOnceThenThePermanentErrorReachesTheCaller) {
   upstream_.imds_token("assertion-1");
   upstream_.imds_token("assertion-2");
   upstream_.entra_error(400, 700024, "invalid_client");
@@ -312,7 +312,7 @@ TEST_F(BrokerTest, RejectedAssertionIsReplacedOnceThenThePermanentErrorReachesTh
   EXPECT_TRUE(sleeper_->delays().empty()) << "a fresh assertion is fetched without waiting";
 }
 
-TEST_F(BrokerTest, RejectedAssertionThatAFreshOneFixesGivesTheToken) {
+TEST_F(BrokerFetchTest, RejectedAssertionThatAFreshOneFixesGivesTheToken) {
   upstream_.imds_token("assertion-1");
   upstream_.imds_token("assertion-2");
   upstream_.entra_error(400, 700024, "invalid_client");
@@ -324,7 +324,7 @@ TEST_F(BrokerTest, RejectedAssertionThatAFreshOneFixesGivesTheToken) {
   EXPECT_EQ(upstream_.calls(kEntra), 2);
 }
 
-TEST_F(BrokerTest, ImdsGoneIsRetriedEveryTenSecondsUntilTheSeventySecondBudget) {
+TEST_F(BrokerFetchTest, ImdsGoneIsRetriedEveryTenSecondsUntilTheSeventySecondBudget) {
   for (int i = 0; i < 8; ++i) upstream_.answer(kImds, 410, R"({"error":"unknown"})");
   const SteadyTime start = clock_.now();
   const Answered a = plain();
@@ -335,7 +335,7 @@ TEST_F(BrokerTest, ImdsGoneIsRetriedEveryTenSecondsUntilTheSeventySecondBudget) 
   EXPECT_EQ(clock_.now() - start, seconds(70));
 }
 
-TEST_F(BrokerTest, ImdsGoneTwiceThenATokenIsServed) {
+TEST_F(BrokerFetchTest, ImdsGoneTwiceThenATokenIsServed) {
   upstream_.answer(kImds, 410, "");
   upstream_.answer(kImds, 410, "");
   upstream_.imds_token("plain-1");
@@ -347,7 +347,7 @@ TEST_F(BrokerTest, ImdsGoneTwiceThenATokenIsServed) {
   EXPECT_EQ(sleeper_->delays(), (std::vector<milliseconds>{seconds(10), seconds(10)}));
 }
 
-TEST_F(BrokerTest, TransportErrorsAreRetriedWithBackOff) {
+TEST_F(BrokerFetchTest, TransportErrorsAreRetriedWithBackOff) {
   upstream_.answer(kImds, error_code(errc::upstream_timeout));
   upstream_.answer(kImds, error_code(asio::error::connection_reset));
   upstream_.imds_token("assertion-1");
@@ -360,7 +360,7 @@ TEST_F(BrokerTest, TransportErrorsAreRetriedWithBackOff) {
   EXPECT_EQ(sleeper_->delays(), (std::vector<milliseconds>{seconds(1), seconds(2), seconds(1)}));
 }
 
-TEST_F(BrokerTest, ShortRetryAfterIsWaitedOutBeforeTheRetry) {
+TEST_F(BrokerFetchTest, ShortRetryAfterIsWaitedOutBeforeTheRetry) {
   upstream_.imds_token("assertion-1");
   upstream_.entra_error(429, 0, "too_many_requests", "3");
   upstream_.entra_token("vault-1");
@@ -370,7 +370,7 @@ TEST_F(BrokerTest, ShortRetryAfterIsWaitedOutBeforeTheRetry) {
   EXPECT_EQ(sleeper_->delays(), std::vector<milliseconds>{seconds(3)});
 }
 
-TEST_F(BrokerTest, RetryAfterOverTheCapGoesBackToTheCaller) {
+TEST_F(BrokerFetchTest, RetryAfterOverTheCapGoesBackToTheCaller) {
   upstream_.imds_token("assertion-1");
   upstream_.entra_error(429, 0, "too_many_requests", "30");
   const Answered a = exchanged();
@@ -380,7 +380,35 @@ TEST_F(BrokerTest, RetryAfterOverTheCapGoesBackToTheCaller) {
   EXPECT_TRUE(sleeper_->delays().empty()) << "a 30 s Retry-After is not waited out";
 }
 
-TEST_F(BrokerTest, StopDuringARetryWaitEndsTheFetchWithTheLastError) {
+TEST_F(BrokerFetchTest, FederatedCredentialPropagationIsWaitedOut) {
+  upstream_.imds_token("assertion-1");
+  upstream_.entra_error(400, 70021, "invalid_client");
+  upstream_.entra_token("vault-1");
+  const Answered a = exchanged();
+  ASSERT_EQ(a.status, 200u) << a.description;
+  EXPECT_EQ(upstream_.calls(kEntra), 2);
+  EXPECT_EQ(upstream_.calls(kImds), 1) << "the assertion was fine: it is reused";
+  EXPECT_EQ(sleeper_->delays(), std::vector<milliseconds>{seconds(2)});
+}
+
+TEST_F(BrokerFetchTest, RedirectsAreNeverTakenForATokenNorPassedOn) {
+  // Entra: a 3xx is transient (retried after its 5 s Retry-After), at the same token endpoint.
+  upstream_.imds_token("assertion-1");
+  upstream_.answer(kEntra, 302, "");
+  upstream_.entra_token("vault-1");
+  const Answered a = exchanged();
+  ASSERT_EQ(a.status, 200u) << a.description;
+  EXPECT_EQ(upstream_.calls(kEntra), 2);
+  EXPECT_EQ(upstream_.sent().size(), 3u) << "nothing but IMDS and the token endpoint is asked";
+  EXPECT_EQ(sleeper_->delays(), std::vector<milliseconds>{seconds(5)});
+  // IMDS: a 3xx is a permanent error, never a 3xx to the caller.
+  upstream_.answer(kImds, 307, "");
+  const Answered mi = plain();
+  EXPECT_EQ(mi.status, 400u) << mi.description;
+  EXPECT_EQ(upstream_.calls(kImds), 2);
+}
+
+TEST_F(BrokerFetchTest, StopDuringARetryWaitEndsTheFetchWithTheLastError) {
   sleeper_->hold();
   upstream_.imds_token("assertion-1");
   upstream_.answer(kEntra, 503, R"({"error":"temporarily_unavailable"})");
@@ -402,7 +430,7 @@ TEST_F(BrokerTest, StopDuringARetryWaitEndsTheFetchWithTheLastError) {
   EXPECT_EQ(sleeper_->holding(), 0u);
 }
 
-TEST_F(BrokerTest, StoppedBrokerDoesNotRetry) {
+TEST_F(BrokerFetchTest, StoppedBrokerDoesNotRetry) {
   broker_->stop();
   upstream_.answer(kImds, 500, "");
   const Answered a = plain();
@@ -412,7 +440,7 @@ TEST_F(BrokerTest, StoppedBrokerDoesNotRetry) {
   EXPECT_TRUE(sleeper_->delays().empty());
 }
 
-TEST_F(BrokerTest, SourceFailuresArePrefixedWithTheSourceAndPassedOnUnchangedByTheExchange) {
+TEST_F(BrokerFetchTest, SourceFailuresArePrefixedWithTheSourceAndPassedOnUnchangedByTheExchange) {
   upstream_.answer(kImds, 400,
                    R"({"error":"invalid_request","error_description":"Identity not found"})");
   const Answered a = exchanged();
@@ -422,7 +450,7 @@ TEST_F(BrokerTest, SourceFailuresArePrefixedWithTheSourceAndPassedOnUnchangedByT
   EXPECT_EQ(upstream_.calls(kEntra), 0);
 }
 
-TEST_F(BrokerTest, ExchangeFailuresArePrefixedWithTenantAndApp) {
+TEST_F(BrokerFetchTest, ExchangeFailuresArePrefixedWithTenantAndApp) {
   upstream_.imds_token("assertion-1");
   upstream_.entra_error(400, 700213, "invalid_client");
   const Answered a = exchanged();
@@ -431,7 +459,7 @@ TEST_F(BrokerTest, ExchangeFailuresArePrefixedWithTenantAndApp) {
   EXPECT_EQ(upstream_.calls(kEntra), 1) << "a permanent error is not retried";
 }
 
-TEST_F(BrokerTest, ConcurrentCallersShareOneImdsAndOneEntraCall) {
+TEST_F(BrokerFetchTest, ConcurrentCallersShareOneImdsAndOneEntraCall) {
   upstream_.imds_token("assertion-1");
   upstream_.entra_token("vault-1");
   constexpr int kCallers = 8;
