@@ -75,13 +75,8 @@ asio::awaitable<TokenResult> TokenCache::get(std::string key, Fetch fetch) {
     std::erase(flight->waiters, &wake);
   }
   if (!flight->result) {
-    UpstreamError e;
-    e.kind = UpstreamError::Kind::transient;
-    e.status = 503;
-    e.error = "temporarily_unavailable";
-    e.description = "the upstream is slow to answer; the token is still being fetched";
-    e.retry_after_seconds = 2;
-    co_return e;
+    co_return UpstreamError::transient(
+        "the upstream is slow to answer; the token is still being fetched", 2);
   }
   co_return *flight->result;
 }
@@ -99,8 +94,8 @@ std::shared_ptr<TokenCache::Flight> TokenCache::start_flight(const std::string& 
                    if (!e) return;
                    // A fetch must report failures as results; an exception here is a bug, but
                    // waiters must still be released.
-                   UpstreamError error;
-                   error.description = "internal error while fetching a token";
+                   UpstreamError error =
+                       UpstreamError::transient("internal error while fetching a token", 0);
                    error.error = "server_error";
                    complete_flight(key, flight, error, background);
                  });
@@ -121,15 +116,10 @@ void TokenCache::complete_flight(const std::string& key, const std::shared_ptr<F
   if (result && !settings_.policy.servable(*result, now)) {
     // A token that arrives with less than the floor left can never be handed out; caching it
     // would schedule an immediate refresh, again and again.
-    UpstreamError e;
-    e.kind = UpstreamError::Kind::transient;
-    e.status = 503;
-    e.error = "temporarily_unavailable";
-    e.description =
+    result = UpstreamError::transient(
         "the upstream issued a token with less time left than cache.min_validity_seconds (" +
-        std::to_string(settings_.policy.min_validity.count()) + " s); it cannot be served";
-    e.retry_after_seconds = 30;
-    result = e;
+            std::to_string(settings_.policy.min_validity.count()) + " s); it cannot be served",
+        30);
     short_lived = true;
   }
   auto it = entries_.find(key);

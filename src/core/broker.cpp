@@ -1,7 +1,6 @@
 #include "ficbroker/core/broker.hpp"
 
 #include "ficbroker/upstream/exchange.hpp"
-#include "ficbroker/upstream/http_client.hpp"
 
 #include <boost/asio/co_spawn.hpp>
 
@@ -39,8 +38,8 @@ std::string_view error_class(const UpstreamError& e) {
   return "transient";
 }
 
-double seconds_since(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+double seconds_since(const Clock& clock, SteadyTime start) {
+  return std::chrono::duration<double>(clock.now() - start).count();
 }
 
 // What a failed prewarm fetch says in the log: the OAuth error code, never a token.
@@ -67,14 +66,16 @@ TokenCache::Random make_random() {
 }  // namespace
 
 Broker::Broker(asio::any_io_executor executor, std::shared_ptr<const Config> config,
-               HttpClient& client, const Clock& clock, Logger& log, Metrics& metrics)
+               HttpSender& upstream, const Clock& clock, Logger& log, Metrics& metrics,
+               std::unique_ptr<Sleeper> sleeper)
     : executor_(executor),
       config_(std::move(config)),
-      client_(client),
+      upstream_(upstream),
       clock_(clock),
       log_(log),
       metrics_(metrics),
       cache_(executor, clock, cache_settings(*config_), make_random()),
+      sleeper_(sleeper ? std::move(sleeper) : std::make_unique<TimerSleeper>(executor)),
       imds_budget_(executor, 20.0, 20, 5),
       prewarm_timer_(executor) {
   build_sources();
@@ -85,7 +86,7 @@ Broker::~Broker() = default;
 void Broker::build_sources() {
   sources_.clear();
   for (const auto& [name, source] : config_->sources) {
-    sources_.emplace(name, make_token_source(source, client_, clock_));
+    sources_.emplace(name, make_token_source(source, upstream_, clock_));
   }
   prewarm_keys_.clear();
   cache_.unpin_all();
@@ -161,30 +162,21 @@ asio::awaitable<BrokerAnswer> Broker::answer(TokenQuery query) {
   co_return TokenAnswer{std::move(result), source.client_id};
 }
 
-asio::awaitable<void> Broker::sleep_for(std::chrono::milliseconds delay) {
-  asio::steady_timer timer(executor_, delay);
-  co_await timer.async_wait(use_nothrow);
-}
-
 asio::awaitable<TokenResult> Broker::fetch_from_source_once(const std::string& source_name,
                                                             const std::string& resource) {
   const auto it = sources_.find(source_name);
   const auto* config = config_->source(source_name);
   if (it == sources_.end() || !config) {
-    UpstreamError e;
-    e.kind = UpstreamError::Kind::permanent;
-    e.status = 400;
-    e.error = "invalid_request";
-    e.description = "source '" + source_name + "' is no longer configured";
-    co_return e;
+    co_return UpstreamError::permanent("invalid_request",
+                                       "source '" + source_name + "' is no longer configured");
   }
   const bool imds = config->type == SourceType::imds;
   const std::string_view kind = source_kind(config->type);
   if (imds) co_await imds_budget_.acquire();
-  const auto start = std::chrono::steady_clock::now();
+  const auto start = clock_.now();
   TokenResult result = co_await it->second->fetch(resource);
   if (imds) imds_budget_.release();
-  metrics_.observe_upstream(kind, "", seconds_since(start), result.has_value());
+  metrics_.observe_upstream(kind, "", seconds_since(clock_, start), result.has_value());
   if (!result) {
     const UpstreamError& e = result.error();
     metrics_.count_upstream_failure(kind, error_class(e));
@@ -198,22 +190,24 @@ asio::awaitable<TokenResult> Broker::fetch_from_source_once(const std::string& s
   co_return result;
 }
 
+asio::awaitable<FetchStep> Broker::take_step(FetchState& state, const UpstreamError& error) {
+  FetchStep step = next_step(state, error, clock_.now(), stopped_, retry_);
+  if (step.action == FetchStep::Action::wait) {
+    co_await sleeper_->sleep_for(step.delay);
+    // stop() cut the wait short: the fetch ends here instead of calling upstream again.
+    if (stopped_) step = next_step(state, error, clock_.now(), true, retry_);
+  }
+  co_return step;
+}
+
 asio::awaitable<TokenResult> Broker::fetch_from_source(std::string source_name,
                                                        std::string resource) {
-  const auto started = std::chrono::steady_clock::now();
-  for (int attempt = 1;; ++attempt) {
+  FetchState state = FetchState::for_source(source_name, clock_.now());
+  for (;;) {
     TokenResult result = co_await fetch_from_source_once(source_name, resource);
     if (result) co_return result;
-    UpstreamError e = result.error();
-    const auto elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(
-        std::chrono::steady_clock::now() - started);
-    const auto delay =
-        retry_.next_delay(Upstream::managed_identity, e, e.upstream_status, attempt, elapsed);
-    if (!delay || stopped_) {
-      e.description = "source '" + source_name + "' could not get a token: " + e.description;
-      co_return e;
-    }
-    co_await sleep_for(*delay);
+    FetchStep step = co_await take_step(state, result.error());
+    if (step.action == FetchStep::Action::give_up) co_return std::move(step.error);
   }
 }
 
@@ -229,55 +223,47 @@ asio::awaitable<TokenResult> Broker::fetch_assertion(TargetConfig target) {
   co_return co_await cache_.get(std::move(key), std::move(fetch));
 }
 
-asio::awaitable<TokenResult> Broker::fetch_exchanged(TargetConfig target, std::string scope) {
-  const auto started = std::chrono::steady_clock::now();
-  bool fresh_assertion_tried = false;
-  for (int attempt = 1;; ++attempt) {
-    TokenResult assertion = co_await fetch_assertion(target);
-    if (!assertion) co_return assertion.error();
-    const auto start = std::chrono::steady_clock::now();
-    std::string assertion_token = assertion->access_token;
-    std::string scope_copy = scope;
-    TokenResult result = co_await exchange_assertion(client_, target, std::move(scope_copy),
-                                                     std::move(assertion_token), clock_);
-    metrics_.observe_upstream("entra", target.tenant_id, seconds_since(start), result.has_value());
-    if (result) {
-      log_.info("token_minted", {{"tenant", target.tenant_id},
+asio::awaitable<TokenResult> Broker::exchange_once(const TargetConfig& target,
+                                                   const std::string& scope,
+                                                   std::string assertion) {
+  const auto start = clock_.now();
+  std::string scope_copy = scope;
+  TokenResult result = co_await exchange_assertion(upstream_, target, std::move(scope_copy),
+                                                   std::move(assertion), clock_);
+  metrics_.observe_upstream("entra", target.tenant_id, seconds_since(clock_, start),
+                            result.has_value());
+  if (result) {
+    log_.info("token_minted", {{"tenant", target.tenant_id},
+                               {"app", target.client_id},
+                               {"scope", scope},
+                               {"token", fingerprint(result->access_token)},
+                               {"expires_on", result->expires_on}});
+    co_return result;
+  }
+  const UpstreamError& e = result.error();
+  metrics_.count_upstream_failure("entra", error_class(e));
+  log_.warn("upstream_failure", {{"upstream", "entra"},
+                                 {"tenant", target.tenant_id},
                                  {"app", target.client_id},
                                  {"scope", scope},
-                                 {"token", fingerprint(result->access_token)},
-                                 {"expires_on", result->expires_on}});
-      co_return result;
-    }
-    UpstreamError e = result.error();
-    metrics_.count_upstream_failure("entra", error_class(e));
-    log_.warn("upstream_failure", {{"upstream", "entra"},
-                                   {"tenant", target.tenant_id},
-                                   {"app", target.client_id},
-                                   {"scope", scope},
-                                   {"status", e.upstream_status},
-                                   {"error", e.error},
-                                   {"aadsts", e.aadsts},
-                                   {"correlation_id", e.correlation_id}});
-    if (e.kind == UpstreamError::Kind::assertion_rejected) {
-      // The assertion was outside its valid time (clock skew, a stale MI token): a fresh one
-      // may well work — once.
-      cache_.invalidate(assertion_key(target));
-      if (!fresh_assertion_tried) {
-        fresh_assertion_tried = true;
-        continue;
-      }
-      e.kind = UpstreamError::Kind::permanent;
-    }
-    const auto elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(
-        std::chrono::steady_clock::now() - started);
-    const auto delay = retry_.next_delay(Upstream::entra, e, e.upstream_status, attempt, elapsed);
-    if (!delay || stopped_) {
-      e.description = "token exchange in tenant '" + target.tenant_id + "' for app '" +
-                      target.client_id + "' failed: " + e.description;
-      co_return e;
-    }
-    co_await sleep_for(*delay);
+                                 {"status", e.upstream_status},
+                                 {"error", e.error},
+                                 {"aadsts", e.aadsts},
+                                 {"correlation_id", e.correlation_id}});
+  co_return result;
+}
+
+asio::awaitable<TokenResult> Broker::fetch_exchanged(TargetConfig target, std::string scope) {
+  FetchState state = FetchState::for_exchange(target.tenant_id, target.client_id, clock_.now());
+  for (;;) {
+    TokenResult assertion = co_await fetch_assertion(target);
+    if (!assertion) co_return assertion.error();
+    std::string assertion_token = assertion->access_token;
+    TokenResult result = co_await exchange_once(target, scope, std::move(assertion_token));
+    if (result) co_return result;
+    FetchStep step = co_await take_step(state, result.error());
+    if (step.forget_assertion) cache_.invalidate(assertion_key(target));
+    if (step.action == FetchStep::Action::give_up) co_return std::move(step.error);
   }
 }
 
@@ -317,6 +303,7 @@ asio::awaitable<void> Broker::run_prewarm() {
 
 void Broker::stop() {
   stopped_ = true;
+  sleeper_->wake_all();
   prewarm_timer_.cancel();
   cache_.stop();
 }

@@ -14,9 +14,8 @@ std::string_view outcome_of(bool cached, const Reply& reply) {
 }  // namespace
 
 Reply upstream_error_reply(const UpstreamError& error, Route route) {
-  return error_reply(static_cast<unsigned>(error.status),
-                     error.error.empty() ? "server_error" : error.error, error.description, route,
-                     error.retry_after_seconds);
+  return error_reply(http_status(error), error.error.empty() ? "server_error" : error.error,
+                     error.description, route, error.retry_after_seconds);
 }
 
 Reply answer_reply(const BrokerAnswer& answer, const TokenQuery& query, Route route,

@@ -26,21 +26,17 @@ HttpRequest build_exchange_request(const TargetConfig& target, std::string_view 
   return req;
 }
 
-asio::awaitable<TokenResult> exchange_assertion(HttpClient& client, const TargetConfig& target,
+asio::awaitable<TokenResult> exchange_assertion(HttpSender& upstream, const TargetConfig& target,
                                                 std::string scope, std::string assertion,
                                                 const Clock& clock) {
   HttpRequest request = build_exchange_request(target, scope, assertion);
-  auto response = co_await client.send(std::move(request));
+  auto response = co_await upstream.send(std::move(request));
   if (!response) co_return transport_error(response.error(), "Entra");
   if (response->status >= 300 && response->status < 400) {
-    UpstreamError e;
-    e.kind = UpstreamError::Kind::transient;
-    e.status = 503;
-    e.error = "temporarily_unavailable";
-    e.description = "Entra answered with a redirect (HTTP " + std::to_string(response->status) +
-                    "); redirects are never followed";
-    e.retry_after_seconds = 5;
-    co_return e;
+    co_return UpstreamError::transient("Entra answered with a redirect (HTTP " +
+                                           std::to_string(response->status) +
+                                           "); redirects are never followed",
+                                       5);
   }
   co_return parse_entra_response(response->status, response->body, response->retry_after, clock);
 }

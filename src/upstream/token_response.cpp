@@ -84,40 +84,27 @@ std::string first_line(std::string_view text, std::size_t limit = 600) {
 }
 
 UpstreamError status_error(unsigned status, std::string_view retry_after, std::string_view who) {
+  const int after = parse_retry_after(retry_after);
+  const std::string answered = std::string(who) + " answered HTTP " + std::to_string(status);
   UpstreamError e;
-  e.upstream_status = status;
-  e.retry_after_seconds = parse_retry_after(retry_after);
   if (status == 429) {
-    e.kind = UpstreamError::Kind::throttled;
-    e.status = 429;
-    e.error = "too_many_requests";
-    e.description = std::string(who) + " is throttling requests (HTTP 429)";
-    if (e.retry_after_seconds == 0) e.retry_after_seconds = 5;
+    e = UpstreamError::throttled(std::string(who) + " is throttling requests (HTTP 429)",
+                                 after > 0 ? after : 5);
   } else if (status >= 500 || status == 404 || status == 408 || status == 410) {
     // IMDS documents 404/410 as "updating": transient, like 5xx.
-    e.kind = UpstreamError::Kind::transient;
-    e.status = 503;
-    e.error = "temporarily_unavailable";
-    e.description = std::string(who) + " answered HTTP " + std::to_string(status);
-    if (e.retry_after_seconds == 0) e.retry_after_seconds = 1;
+    e = UpstreamError::transient(answered, after > 0 ? after : 1);
   } else {
-    e.kind = UpstreamError::Kind::permanent;
-    e.status = 400;
-    e.error = "invalid_request";
-    e.description = std::string(who) + " answered HTTP " + std::to_string(status);
+    e = UpstreamError::permanent("invalid_request", answered);
+    e.retry_after_seconds = after;
   }
+  e.upstream_status = status;
   return e;
 }
 
 UpstreamError malformed(std::string_view who, std::string_view what) {
-  UpstreamError e;
+  UpstreamError e = UpstreamError::transient(
+      std::string(who) + " answered with an unusable token response: " + std::string(what), 1);
   e.upstream_status = 200;
-  e.kind = UpstreamError::Kind::transient;
-  e.status = 503;
-  e.error = "temporarily_unavailable";
-  e.description =
-      std::string(who) + " answered with an unusable token response: " + std::string(what);
-  e.retry_after_seconds = 1;
   return e;
 }
 
@@ -207,8 +194,8 @@ TokenResult parse_entra_response(unsigned status, std::string_view body,
     if (!description.empty()) e.description = description;
     if (e.kind == UpstreamError::Kind::permanent) {
       if (is_transient_aadsts(e.aadsts) || e.error == "temporarily_unavailable") {
+        // Keeps Entra's own error code: only the kind (and so the caller's status) changes.
         e.kind = UpstreamError::Kind::transient;
-        e.status = 503;
         if (e.retry_after_seconds == 0) e.retry_after_seconds = 5;
       } else if (is_assertion_rejected(e.aadsts)) {
         e.kind = UpstreamError::Kind::assertion_rejected;
@@ -277,19 +264,15 @@ TokenResult parse_managed_identity_response(unsigned status, std::string_view bo
 }
 
 UpstreamError transport_error(const error_code& ec, std::string_view who) {
-  UpstreamError e;
-  e.kind = UpstreamError::Kind::transient;
-  e.status = 503;
-  e.error = "temporarily_unavailable";
-  e.retry_after_seconds = 1;
+  std::string description;
   if (ec == errc::upstream_timeout) {
-    e.description = std::string(who) + " did not answer in time";
+    description = std::string(who) + " did not answer in time";
   } else if (ec == errc::too_large) {
-    e.description = std::string(who) + " answered with a response over the size limit";
+    description = std::string(who) + " answered with a response over the size limit";
   } else {
-    e.description = std::string(who) + " could not be reached: " + ec.message();
+    description = std::string(who) + " could not be reached: " + ec.message();
   }
-  return e;
+  return UpstreamError::transient(std::move(description), 1);
 }
 
 }  // namespace ficbroker

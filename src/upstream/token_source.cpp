@@ -1,6 +1,6 @@
 #include "ficbroker/upstream/token_source.hpp"
 
-#include "ficbroker/upstream/http_client.hpp"
+#include "ficbroker/upstream/http_sender.hpp"
 #include "ficbroker/upstream/token_response.hpp"
 #include "ficbroker/util/encoding.hpp"
 #include "ficbroker/util/jwt.hpp"
@@ -12,13 +12,13 @@ namespace {
 
 class ManagedIdentitySource final : public TokenSource {
  public:
-  ManagedIdentitySource(const SourceConfig& config, HttpClient& client, const Clock& clock)
-      : config_(config), client_(client), clock_(clock) {}
+  ManagedIdentitySource(const SourceConfig& config, HttpSender& upstream, const Clock& clock)
+      : config_(config), upstream_(upstream), clock_(clock) {}
 
   asio::awaitable<TokenResult> fetch(std::string resource) override {
     const std::string_view who = config_.type == SourceType::imds ? "IMDS" : "App Service";
     HttpRequest request = build_managed_identity_request(config_, resource);
-    auto response = co_await client_.send(std::move(request));
+    auto response = co_await upstream_.send(std::move(request));
     if (!response) co_return transport_error(response.error(), who);
     co_return parse_managed_identity_response(response->status, response->body,
                                               response->retry_after, clock_, who);
@@ -27,7 +27,7 @@ class ManagedIdentitySource final : public TokenSource {
 
  private:
   SourceConfig config_;
-  HttpClient& client_;
+  HttpSender& upstream_;
   const Clock& clock_;
 };
 
@@ -43,11 +43,7 @@ class FileSource final : public TokenSource {
 
  private:
   TokenResult read_token() const {
-    UpstreamError e;
-    e.kind = UpstreamError::Kind::transient;
-    e.status = 503;
-    e.error = "temporarily_unavailable";
-    e.retry_after_seconds = 5;
+    UpstreamError e = UpstreamError::transient({}, 5);  // each failure below describes itself
     std::ifstream in(config_.path, std::ios::binary);
     if (!in) {
       e.description =
@@ -116,12 +112,12 @@ HttpRequest build_managed_identity_request(const SourceConfig& config, std::stri
   return req;
 }
 
-std::unique_ptr<TokenSource> make_token_source(const SourceConfig& config, HttpClient& client,
+std::unique_ptr<TokenSource> make_token_source(const SourceConfig& config, HttpSender& upstream,
                                                const Clock& clock) {
   switch (config.type) {
     case SourceType::imds:
     case SourceType::app_service:
-      return std::make_unique<ManagedIdentitySource>(config, client, clock);
+      return std::make_unique<ManagedIdentitySource>(config, upstream, clock);
     case SourceType::workload_identity:
     case SourceType::file:
       return std::make_unique<FileSource>(config, clock);

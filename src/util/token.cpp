@@ -3,11 +3,58 @@
 #include <openssl/sha.h>
 
 #include <stdexcept>
+#include <utility>
 
 namespace ficbroker {
 
 void throw_exception_from_error(const UpstreamError& e, const boost::source_location&) {
   throw std::runtime_error("upstream error: " + e.description);
+}
+
+UpstreamError UpstreamError::transient(std::string description, int retry_after_seconds) {
+  UpstreamError e;
+  e.kind = Kind::transient;
+  e.error = "temporarily_unavailable";
+  e.description = std::move(description);
+  e.retry_after_seconds = retry_after_seconds;
+  return e;
+}
+
+UpstreamError UpstreamError::throttled(std::string description, int retry_after_seconds) {
+  UpstreamError e;
+  e.kind = Kind::throttled;
+  e.error = "too_many_requests";
+  e.description = std::move(description);
+  e.retry_after_seconds = retry_after_seconds;
+  return e;
+}
+
+UpstreamError UpstreamError::permanent(std::string error, std::string description) {
+  UpstreamError e;
+  e.kind = Kind::permanent;
+  e.error = std::move(error);
+  e.description = std::move(description);
+  return e;
+}
+
+UpstreamError UpstreamError::assertion_rejected(std::string error, std::string description) {
+  UpstreamError e = permanent(std::move(error), std::move(description));
+  e.kind = Kind::assertion_rejected;
+  return e;
+}
+
+unsigned http_status(const UpstreamError& error) noexcept {
+  switch (error.kind) {
+    case UpstreamError::Kind::transient:
+      return 503;
+    case UpstreamError::Kind::throttled:
+      return 429;
+    case UpstreamError::Kind::permanent:
+    case UpstreamError::Kind::assertion_rejected:
+      break;
+  }
+  // A rejected assertion that a fresh one could not fix is the caller's configuration too.
+  return 400;
 }
 
 std::string resource_to_scope(std::string_view resource) {

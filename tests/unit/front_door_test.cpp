@@ -270,11 +270,8 @@ TEST_F(FrontDoorTest, AnswerNowLeavesACacheMissToTheBroker) {
 // --- formatting the broker's answers ------------------------------------------------------------
 
 TEST(UpstreamErrorReplyTest, CarriesStatusErrorDescriptionAndRetryAfter) {
-  UpstreamError e;
-  e.status = 429;
+  UpstreamError e = UpstreamError::throttled("Entra is throttling", 7);
   e.error = "temporarily_unavailable";
-  e.description = "Entra is throttling";
-  e.retry_after_seconds = 7;
   const Reply r = upstream_error_reply(e, Route::imds_token);
   EXPECT_EQ(r.status, 429u);
   EXPECT_EQ(r.retry_after_seconds, 7);
@@ -283,9 +280,8 @@ TEST(UpstreamErrorReplyTest, CarriesStatusErrorDescriptionAndRetryAfter) {
 }
 
 TEST(UpstreamErrorReplyTest, WithoutAnErrorCodeItIsServerError) {
-  UpstreamError e;
-  e.status = 503;
-  e.description = "timed out";
+  UpstreamError e = UpstreamError::transient("timed out", 0);
+  e.error.clear();
   const Reply r = upstream_error_reply(e, Route::app_service_2019);
   EXPECT_EQ(r.status, 503u);
   EXPECT_NE(r.body.find(R"("error":"server_error")"), std::string::npos) << r.body;

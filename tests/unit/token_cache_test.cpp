@@ -57,7 +57,6 @@ class TokenCacheTest : public ::testing::Test {
     UpstreamError e;
     e.kind = kind;
     const bool permanent = kind == UpstreamError::Kind::permanent;
-    e.status = permanent ? 400 : 503;
     e.error = permanent ? "invalid_request" : "temporarily_unavailable";
     e.description = std::move(description);
     e.retry_after_seconds = permanent ? 0 : 1;
@@ -220,7 +219,7 @@ TEST_F(TokenCacheTest, AFailingFetchReachesEveryWaiter) {
     ASSERT_TRUE(r.has_value());
     ASSERT_FALSE(r->has_value());
     EXPECT_EQ(r->error().description, "IMDS answered HTTP 500");
-    EXPECT_EQ(r->error().status, 503);
+    EXPECT_EQ(http_status(r->error()), 503u);
   }
   EXPECT_EQ(found("k"), nullptr);
 }
@@ -270,7 +269,7 @@ TEST_F(TokenCacheTest, ACallerWaitingLongerThanMaxWaitIsToldToRetryAndTheFetchGo
     EXPECT_FALSE(impatient.has_value());
     if (!impatient) {
       EXPECT_EQ(impatient.error().kind, UpstreamError::Kind::transient);
-      EXPECT_EQ(impatient.error().status, 503);
+      EXPECT_EQ(http_status(impatient.error()), 503u);
       EXPECT_GT(impatient.error().retry_after_seconds, 0);
     }
     open_gate();

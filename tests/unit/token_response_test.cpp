@@ -44,7 +44,7 @@ class TokenResponseTest : public ::testing::Test {
 void expect_transient(const TokenResult& r) {
   ASSERT_FALSE(r.has_value()) << "unexpectedly parsed a token";
   EXPECT_EQ(r.error().kind, UpstreamError::Kind::transient) << r.error().description;
-  EXPECT_EQ(r.error().status, 503);
+  EXPECT_EQ(http_status(r.error()), 503u);
   EXPECT_GT(r.error().retry_after_seconds, 0);
   EXPECT_FALSE(r.error().error.empty());
   EXPECT_FALSE(r.error().description.empty());
@@ -170,7 +170,7 @@ TEST_F(TokenResponseTest, EveryTruncationOfASuccessIsAnErrorNotACrash) {
   for (std::size_t n = 0; n < full.size(); ++n) {
     const auto r = entra(200, full.substr(0, n));
     ASSERT_FALSE(r.has_value()) << "prefix of length " << n;
-    EXPECT_EQ(r.error().status, 503);
+    EXPECT_EQ(http_status(r.error()), 503u);
     EXPECT_EQ(r.error().description.find(kJwt), std::string::npos);
   }
 }
@@ -180,7 +180,7 @@ TEST_F(TokenResponseTest, DeeplyNestedJsonIsAnErrorNotACrash) {
   expect_transient(entra(200, deep));
   const auto r = entra(500, deep);
   ASSERT_FALSE(r.has_value());
-  EXPECT_EQ(r.error().status, 503);
+  EXPECT_EQ(http_status(r.error()), 503u);
 }
 
 // --- Entra errors --------------------------------------------------------------------------------
@@ -193,7 +193,7 @@ TEST_F(TokenResponseTest, FicMismatchIsPermanent400WithTheAadstsText) {
   ASSERT_FALSE(r.has_value());
   const auto& e = r.error();
   EXPECT_EQ(e.kind, UpstreamError::Kind::permanent);
-  EXPECT_EQ(e.status, 400);
+  EXPECT_EQ(http_status(e), 400u);
   EXPECT_EQ(e.error, "invalid_client");
   EXPECT_EQ(e.aadsts, 700213);
   EXPECT_EQ(e.description.rfind("AADSTS700213", 0), 0u) << e.description;
@@ -247,7 +247,7 @@ TEST_F(TokenResponseTest, ExpiredAssertionIsAssertionRejected) {
     ASSERT_FALSE(r.has_value());
     EXPECT_EQ(r.error().kind, UpstreamError::Kind::assertion_rejected);
     EXPECT_EQ(r.error().aadsts, code);
-    EXPECT_EQ(r.error().status, 400);
+    EXPECT_EQ(http_status(r.error()), 400u);
   }
 }
 
@@ -256,7 +256,7 @@ TEST_F(TokenResponseTest, ThrottlingHonoursRetryAfter) {
       entra(429, R"({"error":"temporarily_unavailable","error_description":"slow"})", "7");
   ASSERT_FALSE(r.has_value());
   EXPECT_EQ(r.error().kind, UpstreamError::Kind::throttled);
-  EXPECT_EQ(r.error().status, 429);
+  EXPECT_EQ(http_status(r.error()), 429u);
   EXPECT_EQ(r.error().retry_after_seconds, 7);
 }
 
@@ -264,7 +264,7 @@ TEST_F(TokenResponseTest, ThrottlingWithoutRetryAfterStillAsksCallersToWait) {
   const auto r = entra(429, "");
   ASSERT_FALSE(r.has_value());
   EXPECT_EQ(r.error().kind, UpstreamError::Kind::throttled);
-  EXPECT_EQ(r.error().status, 429);
+  EXPECT_EQ(http_status(r.error()), 429u);
   EXPECT_GT(r.error().retry_after_seconds, 0);
 }
 
@@ -302,7 +302,7 @@ TEST_F(TokenResponseTest, ClientErrorsWithoutJsonArePermanent) {
     const auto r = entra(status, "Bad Request");
     ASSERT_FALSE(r.has_value());
     EXPECT_EQ(r.error().kind, UpstreamError::Kind::permanent);
-    EXPECT_EQ(r.error().status, 400);
+    EXPECT_EQ(http_status(r.error()), 400u);
     EXPECT_NE(r.error().description.find(std::to_string(status)), std::string::npos);
   }
 }
@@ -313,7 +313,7 @@ TEST_F(TokenResponseTest, ErrorCodesOfTheWrongTypeAreIgnored) {
     const auto r =
         entra(400, std::string(R"({"error":"invalid_client","error_codes":)") + codes + "}");
     ASSERT_FALSE(r.has_value());
-    EXPECT_EQ(r.error().status, 400);
+    EXPECT_EQ(http_status(r.error()), 400u);
   }
 }
 
@@ -379,7 +379,7 @@ TEST_F(TokenResponseTest, ManagedIdentityThrottlingIsThrottled) {
   const auto r = mi(429, "", "3");
   ASSERT_FALSE(r.has_value());
   EXPECT_EQ(r.error().kind, UpstreamError::Kind::throttled);
-  EXPECT_EQ(r.error().status, 429);
+  EXPECT_EQ(http_status(r.error()), 429u);
   EXPECT_EQ(r.error().retry_after_seconds, 3);
 }
 
@@ -387,7 +387,7 @@ TEST_F(TokenResponseTest, ManagedIdentity400IsPermanentWithItsErrorAndDescriptio
   const auto r = mi(400, R"({"error":"invalid_request","error_description":"Identity not found"})");
   ASSERT_FALSE(r.has_value());
   EXPECT_EQ(r.error().kind, UpstreamError::Kind::permanent);
-  EXPECT_EQ(r.error().status, 400);
+  EXPECT_EQ(http_status(r.error()), 400u);
   EXPECT_EQ(r.error().error, "invalid_request");
   EXPECT_EQ(r.error().description, "IMDS: Identity not found");
 }
@@ -406,7 +406,7 @@ TEST_F(TokenResponseTest, AppServiceMessageIsUsedWhenThereIsNoDescription) {
 TEST(TransportErrorTest, TimeoutsAreTransientAndNameTheUpstream) {
   const auto e = transport_error(make_error_code(errc::upstream_timeout), "Entra");
   EXPECT_EQ(e.kind, UpstreamError::Kind::transient);
-  EXPECT_EQ(e.status, 503);
+  EXPECT_EQ(http_status(e), 503u);
   EXPECT_EQ(e.error, "temporarily_unavailable");
   EXPECT_GT(e.retry_after_seconds, 0);
   EXPECT_NE(e.description.find("Entra"), std::string::npos);
@@ -425,7 +425,7 @@ TEST(TransportErrorTest, OtherFailuresCarryTheSystemMessage) {
   const error_code refused = boost::asio::error::connection_refused;
   const auto e = transport_error(refused, "App Service");
   EXPECT_EQ(e.kind, UpstreamError::Kind::transient);
-  EXPECT_EQ(e.status, 503);
+  EXPECT_EQ(http_status(e), 503u);
   EXPECT_NE(e.description.find("App Service"), std::string::npos);
   EXPECT_NE(e.description.find(refused.message()), std::string::npos) << e.description;
 }

@@ -236,7 +236,7 @@ TEST_F(FileSourceTest, MissingFileIsATransientErrorNamingThePath) {
   const auto r = fetch();
   ASSERT_FALSE(r.has_value());
   EXPECT_EQ(r.error().kind, UpstreamError::Kind::transient);
-  EXPECT_EQ(r.error().status, 503);
+  EXPECT_EQ(http_status(r.error()), 503u);
   EXPECT_NE(r.error().description.find(config_.path), std::string::npos) << r.error().description;
 }
 

@@ -59,6 +59,25 @@ TEST(FingerprintTest, DiffersForDifferentSecretsAndNeverContainsThem) {
   EXPECT_EQ(a.find("eyJ"), std::string::npos);
 }
 
+TEST(UpstreamErrorTest, TheCallersStatusFollowsFromTheKind) {
+  const auto transient = UpstreamError::transient("IMDS did not answer in time", 1);
+  EXPECT_EQ(transient.error, "temporarily_unavailable");
+  EXPECT_EQ(transient.retry_after_seconds, 1);
+  EXPECT_EQ(http_status(transient), 503u);
+  const auto throttled = UpstreamError::throttled("Entra is throttling requests (HTTP 429)", 5);
+  EXPECT_EQ(throttled.error, "too_many_requests");
+  EXPECT_EQ(throttled.retry_after_seconds, 5);
+  EXPECT_EQ(http_status(throttled), 429u);
+  const auto permanent = UpstreamError::permanent("invalid_client", "AADSTS700213: no FIC");
+  EXPECT_EQ(permanent.error, "invalid_client");
+  EXPECT_EQ(permanent.description, "AADSTS700213: no FIC");
+  EXPECT_EQ(http_status(permanent), 400u);
+  const auto rejected = UpstreamError::assertion_rejected("invalid_client", "AADSTS700024");
+  EXPECT_EQ(rejected.kind, UpstreamError::Kind::assertion_rejected);
+  EXPECT_EQ(http_status(rejected), 400u);
+  EXPECT_EQ(http_status(UpstreamError{}), 503u) << "a default error is transient";
+}
+
 TEST(TokenResultTest, ValueOfAnErrorThrowsWithTheDescription) {
   UpstreamError e;
   e.description = "IMDS answered HTTP 500";

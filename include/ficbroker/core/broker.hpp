@@ -1,5 +1,6 @@
 // The broker: answers routed token queries from the cache, fetching through the sources and the
-// Entra exchange on a miss. Owns the sources; borrows the HTTP client, clock, logger and metrics.
+// Entra exchange on a miss. Owns the sources; borrows the upstream sender, clock, logger and
+// metrics. What a fetch does after a failure is decided by next_step (upstream/fetch_plan.hpp).
 //
 // Thread safety: io_context thread only.
 #pragma once
@@ -9,12 +10,15 @@
 #include "ficbroker/core/metrics.hpp"
 #include "ficbroker/core/target_resolution.hpp"
 #include "ficbroker/front_door/token_query.hpp"
+#include "ficbroker/upstream/fetch_plan.hpp"
+#include "ficbroker/upstream/http_sender.hpp"
 #include "ficbroker/upstream/retry_policy.hpp"
 #include "ficbroker/upstream/token_source.hpp"
 #include "ficbroker/upstream/upstream_budget.hpp"
 #include "ficbroker/util/asio.hpp"
 #include "ficbroker/util/clock.hpp"
 #include "ficbroker/util/log.hpp"
+#include "ficbroker/util/sleeper.hpp"
 
 #include <boost/asio/steady_timer.hpp>
 
@@ -23,8 +27,6 @@
 #include <string>
 
 namespace ficbroker {
-
-class HttpClient;
 
 /// A token for a resolved query, or why upstream gave none. Formatting it into an HTTP answer is
 /// the front door's business.
@@ -37,8 +39,11 @@ using BrokerAnswer = boost::system::result<TokenAnswer, Unresolved>;
 
 class Broker {
  public:
-  Broker(asio::any_io_executor executor, std::shared_ptr<const Config> config, HttpClient& client,
-         const Clock& clock, Logger& log, Metrics& metrics);
+  /// `upstream`, `clock`, `log` and `metrics` must outlive the broker. Retries wait through
+  /// `sleeper`; without one they wait on steady_timers on `executor`.
+  Broker(asio::any_io_executor executor, std::shared_ptr<const Config> config, HttpSender& upstream,
+         const Clock& clock, Logger& log, Metrics& metrics,
+         std::unique_ptr<Sleeper> sleeper = nullptr);
   ~Broker();
 
   /// The cache-hit path: an answer without suspending (a cached token, or the query is
@@ -51,6 +56,8 @@ class Broker {
   /// … 30 s) until each is servable; the cache then refreshes them like any other key, and never
   /// drops them as idle. Runs until stop().
   asio::awaitable<void> run_prewarm();
+  /// Ends prewarming and the refresher, and every fetch at its next retry (a retry's wait is cut
+  /// short): the fetch answers with the error it last got.
   void stop();
   /// True when every prewarm token is cached and servable.
   bool ready() const;
@@ -70,16 +77,18 @@ class Broker {
 
  private:
   asio::awaitable<TokenResult> fetch_exchanged(TargetConfig target, std::string scope);
+  asio::awaitable<TokenResult> exchange_once(const TargetConfig& target, const std::string& scope,
+                                             std::string assertion);
   asio::awaitable<TokenResult> fetch_assertion(TargetConfig target);
   asio::awaitable<TokenResult> fetch_from_source(std::string source_name, std::string resource);
   asio::awaitable<TokenResult> fetch_from_source_once(const std::string& source_name,
                                                       const std::string& resource);
-  asio::awaitable<void> sleep_for(std::chrono::milliseconds delay);
+  asio::awaitable<FetchStep> take_step(FetchState& state, const UpstreamError& error);
   void build_sources();
 
   asio::any_io_executor executor_;
   std::shared_ptr<const Config> config_;
-  HttpClient& client_;
+  HttpSender& upstream_;
   const Clock& clock_;
   Logger& log_;
   Metrics& metrics_;
@@ -87,6 +96,7 @@ class Broker {
   std::map<std::string, std::unique_ptr<TokenSource>> sources_;
   std::vector<std::string> prewarm_keys_;
   RetryPolicy retry_;
+  std::unique_ptr<Sleeper> sleeper_;
   UpstreamBudget imds_budget_;  // IMDS: 20 requests/s and 5 concurrent per VM
   asio::steady_timer prewarm_timer_;
   bool stopped_ = false;

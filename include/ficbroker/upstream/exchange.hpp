@@ -3,7 +3,7 @@
 #pragma once
 
 #include "ficbroker/config/config.hpp"
-#include "ficbroker/upstream/http_client.hpp"
+#include "ficbroker/upstream/http_sender.hpp"
 #include "ficbroker/util/asio.hpp"
 #include "ficbroker/util/clock.hpp"
 #include "ficbroker/util/token.hpp"
@@ -19,7 +19,7 @@ HttpRequest build_exchange_request(const TargetConfig& target, std::string_view 
                                    std::string_view assertion);
 
 /// Sends the exchange and parses Entra's answer. Never throws; errors are classified.
-asio::awaitable<TokenResult> exchange_assertion(HttpClient& client, const TargetConfig& target,
+asio::awaitable<TokenResult> exchange_assertion(HttpSender& upstream, const TargetConfig& target,
                                                 std::string scope, std::string assertion,
                                                 const Clock& clock);
 

@@ -5,6 +5,7 @@
 // Thread safety: use from the io_context thread only.
 #pragma once
 
+#include "ficbroker/upstream/http_sender.hpp"
 #include "ficbroker/util/asio.hpp"
 #include "ficbroker/util/url.hpp"
 
@@ -23,21 +24,6 @@ class context;
 }
 
 namespace ficbroker {
-
-struct HttpRequest {
-  std::string method = "GET";
-  Url url;             // scheme, host, port; url.path is ignored when target is set
-  std::string target;  // path and query, e.g. /metadata/identity/oauth2/token?api-version=...
-  std::vector<std::pair<std::string, std::string>> headers;
-  std::string body;
-};
-
-struct HttpResponse {
-  unsigned status = 0;
-  std::string body;
-  std::string retry_after;  // the Retry-After header, if any
-  std::string content_type;
-};
 
 struct ClientLimits {
   std::chrono::milliseconds connect_timeout{3000};   // DNS + TCP connect + TLS handshake
@@ -67,18 +53,15 @@ bool use_proxy(const ProxySettings& proxy, const Url& target);
 /// Throws on failure (start-up only).
 std::unique_ptr<asio::ssl::context> make_client_tls_context(const std::string& ca_file);
 
-class HttpClient {
+class HttpClient final : public HttpSender {
  public:
   HttpClient(asio::any_io_executor executor, asio::ssl::context& tls, ClientLimits limits,
              ProxySettings proxy = {});
-  ~HttpClient();
+  ~HttpClient() override;
   HttpClient(const HttpClient&) = delete;
   HttpClient& operator=(const HttpClient&) = delete;
 
-  /// Sends one request and reads the whole response. Any status is a success at this level;
-  /// errors are transport failures: timeouts (errc::upstream_timeout), resets, TLS failures,
-  /// oversized responses (errc::too_large).
-  asio::awaitable<result<HttpResponse>> send(HttpRequest request);
+  asio::awaitable<result<HttpResponse>> send(HttpRequest request) override;
 
   /// Number of TCP connections opened so far (for tests of keep-alive reuse).
   std::uint64_t connections_opened() const noexcept;

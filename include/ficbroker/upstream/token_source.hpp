@@ -12,7 +12,7 @@
 
 namespace ficbroker {
 
-class HttpClient;
+class HttpSender;
 
 class TokenSource {
  public:
@@ -27,8 +27,8 @@ class TokenSource {
   virtual bool cacheable() const noexcept = 0;
 };
 
-/// Creates the source described by `config`. `client` and `clock` must outlive it.
-std::unique_ptr<TokenSource> make_token_source(const SourceConfig& config, HttpClient& client,
+/// Creates the source described by `config`. `upstream` and `clock` must outlive it.
+std::unique_ptr<TokenSource> make_token_source(const SourceConfig& config, HttpSender& upstream,
                                                const Clock& clock);
 
 /// The managed-identity request a source sends (pure; exposed for tests).

@@ -22,7 +22,8 @@ struct Token {
 };
 
 /// Why an upstream call (IMDS, App Service, Entra, a token file) did not give a token.
-/// `description` is safe to show a caller: it never contains a token or an assertion.
+/// `description` is safe to show a caller: it never contains a token or an assertion. Build one
+/// with the named constructors; the caller's HTTP status follows from `kind` (http_status).
 struct UpstreamError {
   enum class Kind {
     permanent,          // configuration error: retrying will not help (4xx to the caller)
@@ -31,14 +32,25 @@ struct UpstreamError {
     assertion_rejected  // AADSTS700024 and kin: a fresh assertion may help
   };
   Kind kind = Kind::transient;
-  int status = 503;             // HTTP status to answer the caller with
   std::string error;            // OAuth-style error code, e.g. invalid_client
   std::string description;      // human text, with the AADSTS code when Entra gave one
   int retry_after_seconds = 0;  // 0: none
   int aadsts = 0;
   std::string correlation_id;
   unsigned upstream_status = 0;  // the upstream's HTTP status; 0 for transport failures
+
+  /// Worth retrying soon: error code "temporarily_unavailable".
+  static UpstreamError transient(std::string description, int retry_after_seconds);
+  /// The upstream asked us to slow down: error code "too_many_requests".
+  static UpstreamError throttled(std::string description, int retry_after_seconds);
+  /// Retrying will not help; `error` is the OAuth-style code to show (e.g. "invalid_request").
+  static UpstreamError permanent(std::string error, std::string description);
+  /// Entra refused the assertion itself (expired, not yet valid): a fresh one may help.
+  static UpstreamError assertion_rejected(std::string error, std::string description);
 };
+
+/// The HTTP status a caller is answered with: 503 transient, 429 throttled, 400 otherwise.
+unsigned http_status(const UpstreamError& error) noexcept;
 
 /// Lets boost::system::result<T, UpstreamError>::value() throw on misuse.
 [[noreturn]] void throw_exception_from_error(const UpstreamError& e,
