@@ -13,19 +13,6 @@ namespace {
 
 constexpr char kSep = '\x1f';
 
-std::string_view source_kind(SourceType type) {
-  switch (type) {
-    case SourceType::imds:
-      return "imds";
-    case SourceType::app_service:
-      return "app_service";
-    case SourceType::workload_identity:
-    case SourceType::file:
-      break;
-  }
-  return "file";
-}
-
 std::string_view error_class(const UpstreamError& e) {
   switch (e.kind) {
     case UpstreamError::Kind::permanent:
@@ -77,8 +64,10 @@ Broker::~Broker() = default;
 
 void Broker::build_sources() {
   sources_.clear();
+  identities_.clear();
   for (const auto& [name, source] : config_->sources) {
     sources_.emplace(name, make_token_source(source, client_, clock_));
+    learn_identity(name);
   }
   prewarm_keys_.clear();
   cache_.unpin_all();
@@ -110,11 +99,36 @@ std::string Broker::assertion_key(const TargetConfig& target) {
 }
 
 std::string Broker::managed_identity_key(const SourceConfig& source, std::string_view resource) {
+  // By identity, not by source name: a source re-pointed at another identity must not find the
+  // old identity's tokens. The identity is the endpoint and the one id upstream is asked with
+  // (build_managed_identity_request's order); none is the endpoint's default identity.
   std::string key = "m";
   key.push_back(kSep);
-  key.append(source.name).push_back(kSep);
+  key.append(source_type_name(source.type)).push_back(' ');
+  key.append(source.endpoint.scheme).append("://").append(source.endpoint.host_header());
+  key.append(source.endpoint.path);
+  if (!source.client_id.empty()) {
+    key.append(" client_id=").append(source.client_id);
+  } else if (!source.object_id.empty()) {
+    key.append(" object_id=").append(source.object_id);
+  } else if (!source.resource_id.empty()) {
+    key.append(" resource_id=").append(source.resource_id);
+  }
+  key.push_back(kSep);
   key.append(resource);
   return key;
+}
+
+void Broker::learn_identity(const std::string& source_name) {
+  const auto it = sources_.find(source_name);
+  if (it == sources_.end() || !it->second->mints_managed_identity_tokens()) return;
+  identities_.insert_or_assign(source_name, it->second->identity_ids());
+}
+
+std::string_view Broker::plain_client_id(const SourceConfig& source) const {
+  const auto it = identities_.find(source.name);
+  return it == identities_.end() ? std::string_view(source.client_id)
+                                 : std::string_view(it->second.client_id);
 }
 
 Reply Broker::token_reply(Route, const Token& token, const TokenQuery& query,
@@ -135,7 +149,7 @@ Reply Broker::error_from(Route route, const UpstreamError& error) const {
 }
 
 std::optional<Reply> Broker::try_cached(Route route, const TokenQuery& query) {
-  Resolution r = resolve_target(query, route, *config_);
+  Resolution r = resolve_target(query, route, *config_, identities_);
   if (r.error) return std::move(r.error);
   const Token* token = nullptr;
   if (r.target) {
@@ -143,7 +157,7 @@ std::optional<Reply> Broker::try_cached(Route route, const TokenQuery& query) {
     if (token) return token_reply(route, *token, query, r.target->client_id);
   } else {
     token = cache_.find(managed_identity_key(*r.source, query.resource));
-    if (token) return token_reply(route, *token, query, r.source->client_id);
+    if (token) return token_reply(route, *token, query, plain_client_id(*r.source));
   }
   return std::nullopt;
 }
@@ -151,7 +165,7 @@ std::optional<Reply> Broker::try_cached(Route route, const TokenQuery& query) {
 asio::awaitable<Reply> Broker::answer(Route route, TokenQuery query) {
   // The config may be replaced while this coroutine waits; keep the one it resolved against.
   const std::shared_ptr<const Config> config = config_;
-  Resolution r = resolve_target(query, route, *config);
+  Resolution r = resolve_target(query, route, *config, identities_);
   if (r.error) co_return std::move(*r.error);
   if (r.target) {
     TargetConfig target = *r.target;
@@ -171,7 +185,7 @@ asio::awaitable<Reply> Broker::answer(Route route, TokenQuery query) {
   };
   auto result = co_await cache_.get(std::move(key), std::move(fetch));
   if (!result) co_return error_from(route, result.error());
-  co_return token_reply(route, *result, query, source.client_id);
+  co_return token_reply(route, *result, query, plain_client_id(source));
 }
 
 asio::awaitable<void> Broker::sleep_for(std::chrono::milliseconds delay) {
@@ -191,12 +205,13 @@ asio::awaitable<TokenResult> Broker::fetch_from_source_once(const std::string& s
     e.description = "source '" + source_name + "' is no longer configured";
     co_return e;
   }
-  const bool imds = config->type == SourceType::imds;
-  const std::string_view kind = source_kind(config->type);
+  const bool imds = it->second->under_imds_budget();
+  const std::string_view kind = it->second->label();  // static storage: outlives a reload
   if (imds) co_await imds_budget_.acquire();
   const auto start = std::chrono::steady_clock::now();
   TokenResult result = co_await it->second->fetch(resource);
   if (imds) imds_budget_.release();
+  if (result) learn_identity(source_name);
   metrics_.observe_upstream(kind, "", seconds_since(start), result.has_value());
   if (!result) {
     const UpstreamError& e = result.error();
@@ -338,6 +353,17 @@ void Broker::stop() {
 bool Broker::ready() const { return cache_.all_servable(prewarm_keys_); }
 
 void Broker::reload(std::shared_ptr<const Config> config) {
+  // A source whose minting identity changed (or that is gone) must serve nothing it cached:
+  // its assertions (keyed by source name) and its plain tokens (keyed by identity) go.
+  for (const auto& [name, old_source] : config_->sources) {
+    const auto* new_source = config->source(name);
+    if (new_source && same_minting_identity(old_source, *new_source)) continue;
+    std::string assertions = "a";
+    assertions.push_back(kSep);
+    assertions.append(name).push_back(kSep);
+    cache_.invalidate_prefix(assertions);
+    cache_.invalidate_prefix(managed_identity_key(old_source, ""));
+  }
   // Tokens are keyed by tenant, app and scope. A target whose source, authority or exchange
   // audience changed would otherwise keep serving tokens minted the old way: forget those.
   for (const auto& old_target : config_->targets) {
@@ -350,12 +376,7 @@ void Broker::reload(std::shared_ptr<const Config> config) {
                     t.authority_host.host_header() == old_target.authority_host.host_header() &&
                     t.authority_host.scheme == old_target.authority_host.scheme &&
                     t.exchange_audience == old_target.exchange_audience && old_source &&
-                    new_source &&
-                    old_source->endpoint.host_header() == new_source->endpoint.host_header() &&
-                    old_source->client_id == new_source->client_id &&
-                    old_source->object_id == new_source->object_id &&
-                    old_source->resource_id == new_source->resource_id &&
-                    old_source->path == new_source->path;
+                    new_source && same_minting_identity(*old_source, *new_source);
       }
     }
     if (!unchanged) {

@@ -359,7 +359,24 @@ RouteDecision route_request(const RequestView& request, const RouterSettings& se
   return decision;
 }
 
-Resolution resolve_target(const TokenQuery& query, Route route, const Config& config) {
+const SourceConfig* source_for_selector(SelectorKind selector, std::string_view value,
+                                        const Config& config, const SourceIdentities& identities) {
+  const std::string wanted = ascii_lower(value);
+  if (wanted.empty()) return nullptr;
+  for (const auto& [name, ids] : identities) {
+    const std::string* id = selector == SelectorKind::client_id     ? &ids.client_id
+                            : selector == SelectorKind::object_id   ? &ids.object_id
+                            : selector == SelectorKind::resource_id ? &ids.resource_id
+                                                                    : nullptr;
+    if (!id || ascii_lower(*id) != wanted) continue;
+    // Skips a name the config does not have (a lookup not yet rebuilt after a reload).
+    if (const auto* source = config.source(name)) return source;
+  }
+  return nullptr;
+}
+
+Resolution resolve_target(const TokenQuery& query, Route route, const Config& config,
+                          const SourceIdentities& identities) {
   Resolution r;
   const std::string value = ascii_lower(query.selector_value);
   if (!query.tenant.empty()) {
@@ -387,20 +404,7 @@ Resolution resolve_target(const TokenQuery& query, Route route, const Config& co
     }
     if (!r.target) {
       // A selector naming a source's own identity asks for a plain managed-identity token.
-      for (const auto& [name, source] : config.sources) {
-        const bool mints =
-            source.type == SourceType::imds || source.type == SourceType::app_service;
-        if (!mints) continue;
-        const bool match =
-            (query.selector == SelectorKind::client_id && ascii_lower(source.client_id) == value) ||
-            (query.selector == SelectorKind::object_id && ascii_lower(source.object_id) == value) ||
-            (query.selector == SelectorKind::resource_id &&
-             ascii_lower(source.resource_id) == value);
-        if (match && !value.empty()) {
-          r.source = &source;
-          break;
-        }
-      }
+      r.source = source_for_selector(query.selector, value, config, identities);
     }
     if (!r.target && !r.source) {
       r.error = error_reply(400, "invalid_request",

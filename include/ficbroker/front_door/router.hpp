@@ -5,6 +5,8 @@
 
 #include "ficbroker/config/config.hpp"
 
+#include <functional>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -85,7 +87,14 @@ struct Resolution {
   const SourceConfig* source = nullptr;  // plain managed-identity token from this source
   std::optional<Reply> error;
 };
-Resolution resolve_target(const TokenQuery& query, Route route, const Config& config);
+/// The identity ids of each source that mints plain managed-identity tokens, by source name: the
+/// configured ones and those learned from tokens (the Broker keeps it from its sources).
+using SourceIdentities = std::map<std::string, IdentityIds, std::less<>>;
+Resolution resolve_target(const TokenQuery& query, Route route, const Config& config,
+                          const SourceIdentities& identities);
+/// The source whose identity a selector names (ids compare case-insensitively), or nullptr.
+const SourceConfig* source_for_selector(SelectorKind selector, std::string_view value,
+                                        const Config& config, const SourceIdentities& identities);
 
 /// Constant-time comparison for secrets.
 bool secret_equals(std::string_view a, std::string_view b) noexcept;
