@@ -355,9 +355,13 @@ bool Broker::ready() const { return cache_.all_servable(prewarm_keys_); }
 void Broker::reload(std::shared_ptr<const Config> config) {
   // A source whose minting identity changed (or that is gone) must serve nothing it cached:
   // its assertions (keyed by source name) and its plain tokens (keyed by identity) go.
+  SourceIdentities kept;  // what unchanged sources learned stays known
   for (const auto& [name, old_source] : config_->sources) {
     const auto* new_source = config->source(name);
-    if (new_source && same_minting_identity(old_source, *new_source)) continue;
+    if (new_source && same_minting_identity(old_source, *new_source)) {
+      if (const auto it = identities_.find(name); it != identities_.end()) kept.insert(*it);
+      continue;
+    }
     std::string assertions = "a";
     assertions.push_back(kSep);
     assertions.append(name).push_back(kSep);
@@ -386,6 +390,9 @@ void Broker::reload(std::shared_ptr<const Config> config) {
   }
   config_ = std::move(config);
   build_sources();
+  for (auto& [name, ids] : kept) {
+    if (identities_.contains(name)) identities_.insert_or_assign(name, std::move(ids));
+  }
 }
 
 }  // namespace ficbroker

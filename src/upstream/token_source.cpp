@@ -177,7 +177,9 @@ IdentityIds identity_ids_of_token(std::string_view token) {
     const auto* v = claims->if_contains(name);
     return v && v->is_string() ? std::string(v->get_string()) : std::string{};
   };
+  // v1 tokens name the client appid; v2 tokens (the exchange audience's) may name it azp only.
   ids.client_id = string_claim("appid");
+  if (ids.client_id.empty()) ids.client_id = string_claim("azp");
   ids.object_id = string_claim("oid");
   return ids;
 }

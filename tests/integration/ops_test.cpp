@@ -426,6 +426,30 @@ TEST_F(OpsSignalsTest, SighupThatRepointsASourceServesTheNewIdentityNotTheOldCac
   EXPECT_EQ(broker.get_with_metadata(plain(kUamiClientId)).status, 400u);
 }
 
+TEST_F(OpsSignalsTest, SighupThatKeepsASourceKeepsTheIdsItLearnedAndItsPlainTokens) {
+  const std::string by_object =
+      "/metadata/identity/oauth2/token?api-version=2018-02-01&resource=" + std::string(kVault) +
+      "&object_id=" + kUamiObjectId;
+  auto config = default_config_object(*emulator_);
+  Broker broker(dir_, json::serialize(config), "kept");
+  // The object id is not configured: the source learns it from the assertion it fetches.
+  ASSERT_EQ(broker.get_with_metadata(token_target(kGraph)).status, 200u);
+  const auto first = broker.get_with_metadata(by_object);
+  ASSERT_EQ(first.status, 200u) << first.body;
+
+  config["log_level"] = "debug";  // a change that leaves the source as it was
+  write_file(broker.config_path(), json::serialize(config));
+  broker.process().signal(SIGHUP);
+  ASSERT_TRUE(wait_until([&] { return !log_events(broker.log(), "config_reloaded").empty(); }, 5s))
+      << broker.log();
+
+  const auto imds = stat_count(emulator_->stats(), "imds");
+  const auto again = broker.get_with_metadata(by_object);
+  ASSERT_EQ(again.status, 200u) << again.body;
+  EXPECT_EQ(access_token(again), access_token(first));
+  EXPECT_EQ(stat_count(emulator_->stats(), "imds"), imds) << "the cached plain token was dropped";
+}
+
 TEST_F(OpsSignalsTest, SighupWithABrokenConfigIsRefusedAndTheOldConfigKeepsWorking) {
   const auto first = broker_->get_with_metadata(token_target(kGraph));
   ASSERT_EQ(first.status, 200u) << first.body;

@@ -407,6 +407,12 @@ TEST(LearnedIdentityTest, AppidAndOidOfATokenAreItsClientAndObjectIds) {
   EXPECT_TRUE(ids.resource_id.empty());
 }
 
+TEST(LearnedIdentityTest, AV2TokenWithoutAppidNamesItsClientByAzp) {
+  const auto ids = identity_ids_of_token(make_jwt(R"({"azp":"c-v2","oid":"o","ver":"2.0"})"));
+  EXPECT_EQ(ids.client_id, "c-v2");
+  EXPECT_EQ(identity_ids_of_token(make_jwt(R"({"appid":"c1","azp":"c2"})")).client_id, "c1");
+}
+
 TEST(LearnedIdentityTest, ATokenThatDoesNotSayTeachesNothing) {
   for (const std::string& token : {std::string("not-a-jwt"), make_jwt(R"({"appid":7})")}) {
     const auto ids = identity_ids_of_token(token);

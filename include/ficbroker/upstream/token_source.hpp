@@ -48,8 +48,8 @@ std::unique_ptr<TokenSource> make_token_source(const SourceConfig& config, HttpC
 struct HttpRequest;
 HttpRequest build_managed_identity_request(const SourceConfig& config, std::string_view resource);
 
-/// The ids a managed-identity token names its identity by: `appid` (client id) and `oid` (object
-/// id). Empty members when the token does not say (pure; exposed for tests).
+/// The ids a managed-identity token names its identity by: `appid` (or v2's `azp`: client id) and
+/// `oid` (object id). Empty members when the token does not say (pure; exposed for tests).
 IdentityIds identity_ids_of_token(std::string_view token);
 /// The configured ids of `config`, each empty one filled from `learned` (pure; exposed for tests).
 IdentityIds complete_identity_ids(const SourceConfig& config, const IdentityIds& learned);
