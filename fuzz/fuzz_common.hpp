@@ -132,4 +132,16 @@ inline void check_error_reply(const Reply& reply, Route route, const char* where
              ctx + "\n(the body is not valid UTF-8, so it is not JSON to a strict client)");
 }
 
+/// The identity lookup as the Broker starts it: the configured ids of the sources that mint
+/// plain managed-identity tokens (the fuzzers have no sources to learn more from).
+inline SourceIdentities configured_identities(const Config& config) {
+  SourceIdentities ids;
+  for (const auto& [name, s] : config.sources) {
+    if (s.type == SourceType::imds || s.type == SourceType::app_service) {
+      ids.emplace(name, IdentityIds{s.client_id, s.object_id, s.resource_id});
+    }
+  }
+  return ids;
+}
+
 }  // namespace ficbroker::fuzz

@@ -119,7 +119,7 @@ void check_config(const Config& cfg) {
   const RouteDecision d = route_request(view, settings);
   FUZZ_CHECK("config-routes-plain-request", !d.reply && d.route == Route::imds_token,
              d.reply ? d.reply->body : std::string("wrong route"));
-  const Resolution r = resolve_target(d.query, d.route, cfg);
+  const Resolution r = resolve_target(d.query, d.route, cfg, configured_identities(cfg));
   const int set = (r.target != nullptr) + (r.source != nullptr) + r.error.has_value();
   FUZZ_CHECK("config-resolve-exactly-one", set == 1, "resolve_target");
   if (r.error) check_error_reply(*r.error, d.route, "resolve_target");

@@ -278,6 +278,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     return 0;
   }
   check_query(d, s.view, settings);
-  check_resolution(resolve_target(d.query, d.route, config()), d.query, d.route);
+  check_resolution(resolve_target(d.query, d.route, config(), configured_identities(config())),
+                   d.query, d.route);
   return 0;
 }

@@ -11,6 +11,8 @@
 #include <set>
 #include <sstream>
 #include <sys/stat.h>
+#include <tuple>
+#include <vector>
 
 namespace ficbroker {
 namespace json = boost::json;
@@ -30,6 +32,10 @@ class Validator {
 
   void reject_unknown(const json::object& obj, const std::string& prefix,
                       std::initializer_list<std::string_view> known) {
+    reject_unknown(obj, prefix, std::vector<std::string_view>(known));
+  }
+  void reject_unknown(const json::object& obj, const std::string& prefix,
+                      const std::vector<std::string_view>& known) {
     for (const auto& kv : obj) {
       bool found = false;
       for (auto k : known) found = found || kv.key() == k;
@@ -194,6 +200,116 @@ std::string trim(std::string s) {
   return s.substr(i);
 }
 
+// What a source type's parse function reads from: the source's JSON object and its key prefix.
+struct SourceInput {
+  Validator& v;
+  const json::object& obj;
+  const std::string& prefix;
+  const EnvLookup& env;
+
+  std::optional<std::string> string(std::string_view key) {
+    return v.string_at(obj, key, prefix + "." + std::string(key));
+  }
+};
+
+void parse_endpoint(SourceInput& in, std::optional<std::string> fallback, bool allow_path,
+                    SourceConfig& source) {
+  auto endpoint = in.string("endpoint");
+  if (!endpoint) endpoint = std::move(fallback);
+  if (!endpoint) {
+    in.v.error(in.prefix + ".endpoint", "missing, and IDENTITY_ENDPOINT is not set");
+  } else if (auto url = in.v.upstream_url(*endpoint, in.prefix + ".endpoint", allow_path)) {
+    source.endpoint = *url;
+  }
+}
+
+void parse_identity_ids(SourceInput& in, SourceConfig& source) {
+  // All three may be given: callers can then select the identity by any of them. Upstream is
+  // asked with one (client_id, else object_id, else resource_id).
+  for (auto [key, field] :
+       {std::pair{"client_id", &source.client_id}, std::pair{"object_id", &source.object_id},
+        std::pair{"resource_id", &source.resource_id}}) {
+    if (auto s = in.string(key)) {
+      if (s->empty()) {
+        in.v.error(in.prefix + "." + key, "must not be empty");
+      } else {
+        *field = *s;
+      }
+    }
+  }
+}
+
+void parse_token_path(SourceInput& in, std::optional<std::string> fallback,
+                      std::string_view missing, SourceConfig& source) {
+  auto path = in.string("path");
+  if (!path) path = std::move(fallback);
+  if (!path || path->empty()) {
+    in.v.error(in.prefix + ".path", std::string(missing));
+  } else {
+    source.path = *path;
+  }
+}
+
+void parse_imds(SourceInput& in, SourceConfig& source) {
+  parse_endpoint(in, "http://169.254.169.254", false, source);
+  parse_identity_ids(in, source);
+}
+
+void parse_app_service(SourceInput& in, SourceConfig& source) {
+  parse_endpoint(in, in.env("IDENTITY_ENDPOINT"), true, source);
+  auto header = in.string("header");
+  if (!header) header = in.env("IDENTITY_HEADER");
+  if (!header || header->empty()) {
+    in.v.error(in.prefix + ".header", "missing, and IDENTITY_HEADER is not set");
+  } else {
+    source.header = *header;
+  }
+  parse_identity_ids(in, source);
+}
+
+void parse_workload_identity(SourceInput& in, SourceConfig& source) {
+  parse_token_path(in, in.env("AZURE_FEDERATED_TOKEN_FILE"),
+                   "missing, and AZURE_FEDERATED_TOKEN_FILE is not set", source);
+}
+
+void parse_file(SourceInput& in, SourceConfig& source) {
+  parse_token_path(in, std::nullopt, "missing", source);
+}
+
+// One row per source type: adding a type means adding a row (and its TokenSource).
+struct SourceTypeSpec {
+  std::string_view name;
+  SourceType type;
+  std::vector<std::string_view> keys;  // every key the type accepts
+  void (*parse)(SourceInput&, SourceConfig&);
+};
+
+const std::vector<SourceTypeSpec>& source_types() {
+  static const std::vector<SourceTypeSpec> specs{
+      {"imds",
+       SourceType::imds,
+       {"type", "endpoint", "client_id", "object_id", "resource_id"},
+       parse_imds},
+      {"app_service",
+       SourceType::app_service,
+       {"type", "endpoint", "header", "client_id", "object_id", "resource_id"},
+       parse_app_service},
+      {"workload_identity",
+       SourceType::workload_identity,
+       {"type", "path"},
+       parse_workload_identity},
+      {"file", SourceType::file, {"type", "path"}, parse_file},
+  };
+  return specs;
+}
+
+const SourceTypeSpec* find_source_type(std::string_view name) {
+  for (const auto& spec : source_types()) {
+    if (spec.name == name) return &spec;
+  }
+  return nullptr;
+}
+
 void parse_source(Validator& v, const std::string& name, const json::value& value,
                   const EnvLookup& env, Config& config) {
   const std::string prefix = "sources." + name;
@@ -202,8 +318,6 @@ void parse_source(Validator& v, const std::string& name, const json::value& valu
     return;
   }
   const auto& obj = value.get_object();
-  SourceConfig source;
-  source.name = name;
   const auto type = v.string_at(obj, "type", prefix + ".type");
   if (!type) {
     if (!obj.contains("type")) {
@@ -211,71 +325,18 @@ void parse_source(Validator& v, const std::string& name, const json::value& valu
     }
     return;
   }
-  if (*type == "imds") {
-    source.type = SourceType::imds;
-    v.reject_unknown(obj, prefix + ".",
-                     {"type", "endpoint", "client_id", "object_id", "resource_id"});
-  } else if (*type == "app_service") {
-    source.type = SourceType::app_service;
-    v.reject_unknown(obj, prefix + ".",
-                     {"type", "endpoint", "header", "client_id", "object_id", "resource_id"});
-  } else if (*type == "workload_identity" || *type == "file") {
-    source.type = *type == "file" ? SourceType::file : SourceType::workload_identity;
-    v.reject_unknown(obj, prefix + ".", {"type", "path"});
-  } else {
+  const SourceTypeSpec* spec = find_source_type(*type);
+  if (!spec) {
     v.error(prefix + ".type",
             "'" + *type + "' is not one of imds, app_service, workload_identity, file");
     return;
   }
-
-  if (source.type == SourceType::imds || source.type == SourceType::app_service) {
-    std::optional<std::string> endpoint = v.string_at(obj, "endpoint", prefix + ".endpoint");
-    if (!endpoint && source.type == SourceType::imds) endpoint = "http://169.254.169.254";
-    if (!endpoint && source.type == SourceType::app_service) endpoint = env("IDENTITY_ENDPOINT");
-    if (!endpoint) {
-      v.error(prefix + ".endpoint", "missing, and IDENTITY_ENDPOINT is not set");
-    } else if (auto url = v.upstream_url(*endpoint, prefix + ".endpoint",
-                                         source.type == SourceType::app_service)) {
-      source.endpoint = *url;
-    }
-    if (source.type == SourceType::app_service) {
-      auto header = v.string_at(obj, "header", prefix + ".header");
-      if (!header) header = env("IDENTITY_HEADER");
-      if (!header || header->empty()) {
-        v.error(prefix + ".header", "missing, and IDENTITY_HEADER is not set");
-      } else {
-        source.header = *header;
-      }
-    }
-    int selectors = 0;
-    for (auto [key, field] :
-         {std::pair{"client_id", &source.client_id}, std::pair{"object_id", &source.object_id},
-          std::pair{"resource_id", &source.resource_id}}) {
-      if (auto s = v.string_at(obj, key, prefix + "." + key)) {
-        if (s->empty()) {
-          v.error(prefix + "." + key, "must not be empty");
-        } else {
-          *field = *s;
-          ++selectors;
-        }
-      }
-    }
-    // All three may be given: callers can then select the identity by any of them. Upstream is
-    // asked with one (client_id, else object_id, else resource_id).
-    (void)selectors;
-  } else {
-    auto path = v.string_at(obj, "path", prefix + ".path");
-    if (!path && source.type == SourceType::workload_identity) {
-      path = env("AZURE_FEDERATED_TOKEN_FILE");
-    }
-    if (!path || path->empty()) {
-      v.error(prefix + ".path", source.type == SourceType::workload_identity
-                                    ? "missing, and AZURE_FEDERATED_TOKEN_FILE is not set"
-                                    : "missing");
-    } else {
-      source.path = *path;
-    }
-  }
+  v.reject_unknown(obj, prefix + ".", spec->keys);
+  SourceConfig source;
+  source.name = name;
+  source.type = spec->type;
+  SourceInput in{v, obj, prefix, env};
+  spec->parse(in, source);
   config.sources.emplace(name, std::move(source));
 }
 
@@ -366,6 +427,29 @@ const TargetConfig* Config::default_target() const {
     if (t.is_default) return &t;
   }
   return targets.size() == 1 ? &targets.front() : nullptr;
+}
+
+std::string_view source_type_name(SourceType type) {
+  for (const auto& spec : source_types()) {
+    if (spec.type == type) return spec.name;
+  }
+  return "unknown";
+}
+
+namespace {
+
+// Every member of SourceConfig, by a structured binding: adding a member stops this compiling
+// until it is listed here, so a new field cannot be silently left out of the comparison.
+auto minting_fields(const SourceConfig& s) {
+  const auto& [name, type, endpoint, header, client_id, object_id, resource_id, path] = s;
+  (void)name;  // a label: renaming a source does not change whom it mints for
+  return std::tie(type, endpoint, header, client_id, object_id, resource_id, path);
+}
+
+}  // namespace
+
+bool same_minting_identity(const SourceConfig& a, const SourceConfig& b) {
+  return minting_fields(a) == minting_fields(b);
 }
 
 const SourceConfig* Config::source(std::string_view name) const {

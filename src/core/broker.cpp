@@ -11,19 +11,6 @@ namespace {
 
 constexpr char kSep = '\x1f';
 
-std::string_view source_kind(SourceType type) {
-  switch (type) {
-    case SourceType::imds:
-      return "imds";
-    case SourceType::app_service:
-      return "app_service";
-    case SourceType::workload_identity:
-    case SourceType::file:
-      break;
-  }
-  return "file";
-}
-
 std::string_view error_class(const UpstreamError& e) {
   switch (e.kind) {
     case UpstreamError::Kind::permanent:
@@ -85,8 +72,10 @@ Broker::~Broker() = default;
 
 void Broker::build_sources() {
   sources_.clear();
+  identities_.clear();
   for (const auto& [name, source] : config_->sources) {
     sources_.emplace(name, make_token_source(source, upstream_, clock_));
+    learn_identity(name);
   }
   prewarm_keys_.clear();
   cache_.unpin_all();
@@ -118,22 +107,47 @@ std::string Broker::assertion_key(const TargetConfig& target) {
 }
 
 std::string Broker::managed_identity_key(const SourceConfig& source, std::string_view resource) {
+  // By identity, not by source name: a source re-pointed at another identity must not find the
+  // old identity's tokens. The identity is the endpoint and the one id upstream is asked with
+  // (build_managed_identity_request's order); none is the endpoint's default identity.
   std::string key = "m";
   key.push_back(kSep);
-  key.append(source.name).push_back(kSep);
+  key.append(source_type_name(source.type)).push_back(' ');
+  key.append(source.endpoint.scheme).append("://").append(source.endpoint.host_header());
+  key.append(source.endpoint.path);
+  if (!source.client_id.empty()) {
+    key.append(" client_id=").append(source.client_id);
+  } else if (!source.object_id.empty()) {
+    key.append(" object_id=").append(source.object_id);
+  } else if (!source.resource_id.empty()) {
+    key.append(" resource_id=").append(source.resource_id);
+  }
+  key.push_back(kSep);
   key.append(resource);
   return key;
 }
 
+void Broker::learn_identity(const std::string& source_name) {
+  const auto it = sources_.find(source_name);
+  if (it == sources_.end() || !it->second->mints_managed_identity_tokens()) return;
+  identities_.insert_or_assign(source_name, it->second->identity_ids());
+}
+
+std::string_view Broker::plain_client_id(const SourceConfig& source) const {
+  const auto it = identities_.find(source.name);
+  return it == identities_.end() ? std::string_view(source.client_id)
+                                 : std::string_view(it->second.client_id);
+}
+
 std::optional<BrokerAnswer> Broker::try_cached(const TokenQuery& query) {
-  ResolveResult r = resolve_query(query, *config_);
+  ResolveResult r = resolve_query(query, *config_, identities_);
   if (!r) return BrokerAnswer(r.error());
   if (r->target) {
     if (const Token* token = cache_.find(token_key(*r->target, query.scope))) {
       return TokenAnswer{*token, r->target->client_id};
     }
   } else if (const Token* token = cache_.find(managed_identity_key(*r->source, query.resource))) {
-    return TokenAnswer{*token, r->source->client_id};
+    return TokenAnswer{*token, std::string(plain_client_id(*r->source))};
   }
   return std::nullopt;
 }
@@ -141,7 +155,7 @@ std::optional<BrokerAnswer> Broker::try_cached(const TokenQuery& query) {
 asio::awaitable<BrokerAnswer> Broker::answer(TokenQuery query) {
   // The config may be replaced while this coroutine waits; keep the one it resolved against.
   const std::shared_ptr<const Config> config = config_;
-  ResolveResult r = resolve_query(query, *config);
+  ResolveResult r = resolve_query(query, *config, identities_);
   if (!r) co_return r.error();
   if (r->target) {
     TargetConfig target = *r->target;
@@ -159,7 +173,7 @@ asio::awaitable<BrokerAnswer> Broker::answer(TokenQuery query) {
     return fetch_from_source(name, resource);
   };
   TokenResult result = co_await cache_.get(std::move(key), std::move(fetch));
-  co_return TokenAnswer{std::move(result), source.client_id};
+  co_return TokenAnswer{std::move(result), std::string(plain_client_id(source))};
 }
 
 asio::awaitable<TokenResult> Broker::fetch_from_source_once(const std::string& source_name,
@@ -170,12 +184,13 @@ asio::awaitable<TokenResult> Broker::fetch_from_source_once(const std::string& s
     co_return UpstreamError::permanent("invalid_request",
                                        "source '" + source_name + "' is no longer configured");
   }
-  const bool imds = config->type == SourceType::imds;
-  const std::string_view kind = source_kind(config->type);
+  const bool imds = it->second->under_imds_budget();
+  const std::string_view kind = it->second->label();  // static storage: outlives a reload
   if (imds) co_await imds_budget_.acquire();
   const auto start = clock_.now();
   TokenResult result = co_await it->second->fetch(resource);
   if (imds) imds_budget_.release();
+  if (result) learn_identity(source_name);
   metrics_.observe_upstream(kind, "", seconds_since(clock_, start), result.has_value());
   if (!result) {
     const UpstreamError& e = result.error();
@@ -311,6 +326,21 @@ void Broker::stop() {
 bool Broker::ready() const { return cache_.all_servable(prewarm_keys_); }
 
 void Broker::reload(std::shared_ptr<const Config> config) {
+  // A source whose minting identity changed (or that is gone) must serve nothing it cached:
+  // its assertions (keyed by source name) and its plain tokens (keyed by identity) go.
+  SourceIdentities kept;  // what unchanged sources learned stays known
+  for (const auto& [name, old_source] : config_->sources) {
+    const auto* new_source = config->source(name);
+    if (new_source && same_minting_identity(old_source, *new_source)) {
+      if (const auto it = identities_.find(name); it != identities_.end()) kept.insert(*it);
+      continue;
+    }
+    std::string assertions = "a";
+    assertions.push_back(kSep);
+    assertions.append(name).push_back(kSep);
+    cache_.invalidate_prefix(assertions);
+    cache_.invalidate_prefix(managed_identity_key(old_source, ""));
+  }
   // Tokens are keyed by tenant, app and scope. A target whose source, authority or exchange
   // audience changed would otherwise keep serving tokens minted the old way: forget those.
   for (const auto& old_target : config_->targets) {
@@ -323,12 +353,7 @@ void Broker::reload(std::shared_ptr<const Config> config) {
                     t.authority_host.host_header() == old_target.authority_host.host_header() &&
                     t.authority_host.scheme == old_target.authority_host.scheme &&
                     t.exchange_audience == old_target.exchange_audience && old_source &&
-                    new_source &&
-                    old_source->endpoint.host_header() == new_source->endpoint.host_header() &&
-                    old_source->client_id == new_source->client_id &&
-                    old_source->object_id == new_source->object_id &&
-                    old_source->resource_id == new_source->resource_id &&
-                    old_source->path == new_source->path;
+                    new_source && same_minting_identity(*old_source, *new_source);
       }
     }
     if (!unchanged) {
@@ -338,6 +363,9 @@ void Broker::reload(std::shared_ptr<const Config> config) {
   }
   config_ = std::move(config);
   build_sources();
+  for (auto& [name, ids] : kept) {
+    if (identities_.contains(name)) identities_.insert_or_assign(name, std::move(ids));
+  }
 }
 
 }  // namespace ficbroker

@@ -22,30 +22,16 @@ ResolveResult by_tenant(const TokenQuery& query, const std::string& value, const
   return Unresolved{"unknown tenant '" + query.tenant + "': no target is configured for it"};
 }
 
-// A selector naming a source's own identity asks for a plain managed-identity token.
-const SourceConfig* source_with_identity(const TokenQuery& query, const std::string& value,
-                                         const Config& config) {
-  if (value.empty()) return nullptr;
-  for (const auto& [name, source] : config.sources) {
-    const bool mints = source.type == SourceType::imds || source.type == SourceType::app_service;
-    if (!mints) continue;
-    const bool match =
-        (query.selector == SelectorKind::client_id && ascii_lower(source.client_id) == value) ||
-        (query.selector == SelectorKind::object_id && ascii_lower(source.object_id) == value) ||
-        (query.selector == SelectorKind::resource_id && ascii_lower(source.resource_id) == value);
-    if (match) return &source;
-  }
-  return nullptr;
-}
-
-ResolveResult by_selector(const TokenQuery& query, const std::string& value, const Config& config) {
+ResolveResult by_selector(const TokenQuery& query, const std::string& value, const Config& config,
+                          const SourceIdentities& identities) {
   Resolved r;
   if (query.selector == SelectorKind::client_id) {
     for (const auto& t : config.targets) {
       if (t.client_id == value && (!r.target || t.is_default)) r.target = &t;
     }
   }
-  if (!r.target) r.source = source_with_identity(query, value, config);
+  // A selector naming a source's own identity asks for a plain managed-identity token.
+  if (!r.target) r.source = source_for_selector(query.selector, value, config, identities);
   if (r.target || r.source) return r;
   return Unresolved{"unknown " + query.selector_name + " '" + query.selector_value +
                     "': it names neither a target's app nor a source's identity"};
@@ -57,13 +43,30 @@ void throw_exception_from_error(const Unresolved& e, const boost::source_locatio
   throw std::runtime_error("unresolved token query: " + e.description);
 }
 
-ResolveResult resolve_query(const TokenQuery& query, const Config& config) {
+const SourceConfig* source_for_selector(SelectorKind selector, std::string_view value,
+                                        const Config& config, const SourceIdentities& identities) {
+  const std::string wanted = ascii_lower(value);
+  if (wanted.empty()) return nullptr;
+  for (const auto& [name, ids] : identities) {
+    const std::string* id = selector == SelectorKind::client_id     ? &ids.client_id
+                            : selector == SelectorKind::object_id   ? &ids.object_id
+                            : selector == SelectorKind::resource_id ? &ids.resource_id
+                                                                    : nullptr;
+    if (!id || ascii_lower(*id) != wanted) continue;
+    // Skips a name the config does not have (a lookup not yet rebuilt after a reload).
+    if (const auto* source = config.source(name)) return source;
+  }
+  return nullptr;
+}
+
+ResolveResult resolve_query(const TokenQuery& query, const Config& config,
+                            const SourceIdentities& identities) {
   const std::string value = ascii_lower(query.selector_value);
   ResolveResult r = Unresolved{};
   if (!query.tenant.empty()) {
     r = by_tenant(query, value, config);
   } else if (query.selector != SelectorKind::none) {
-    r = by_selector(query, value, config);
+    r = by_selector(query, value, config, identities);
   } else if (const TargetConfig* target = config.default_target()) {
     r = Resolved{target, nullptr};
   } else {
@@ -81,9 +84,10 @@ Reply unresolved_reply(const Unresolved& unresolved, Route route) {
   return error_reply(400, "invalid_request", unresolved.description, route);
 }
 
-Resolution resolve_target(const TokenQuery& query, Route route, const Config& config) {
+Resolution resolve_target(const TokenQuery& query, Route route, const Config& config,
+                          const SourceIdentities& identities) {
   Resolution out;
-  const ResolveResult r = resolve_query(query, config);
+  const ResolveResult r = resolve_query(query, config, identities);
   if (!r) {
     out.error = unresolved_reply(r.error(), route);
     return out;

@@ -67,6 +67,24 @@ TEST_F(BrokerTest, ImdsClientIdSelectsTheTargetWithThatApp) {
   EXPECT_NE(str(body, "error_description").find("AADSTS700213"), std::string::npos) << r.body;
 }
 
+TEST_F(BrokerTest, ObjectIdLearnedFromAFetchedTokenSelectsTheSourceWithoutConfiguringIt) {
+  // The source is configured by client_id only; its object id is known once it fetched a token.
+  const std::string plain = std::string(
+                                "/metadata/identity/oauth2/token?api-version=2018-02-01&resource="
+                                "https://vault.azure.net&object_id=") +
+                            kUamiObjectId;
+  EXPECT_EQ(broker_->get_with_metadata(plain).status, 400u) << "nothing knows the object id yet";
+  const auto exchanged = broker_->get_with_metadata("/token?resource=https://graph.microsoft.com");
+  ASSERT_EQ(exchanged.status, 200u) << exchanged.body;
+  const auto r = broker_->get_with_metadata(plain);
+  ASSERT_EQ(r.status, 200u) << r.body;
+  const auto body = json::parse(r.body).as_object();
+  const auto claims = jwt_claims(str(body, "access_token"));
+  EXPECT_EQ(str(claims, "oid"), kUamiObjectId);
+  EXPECT_EQ(str(claims, "aud"), "https://vault.azure.net");
+  EXPECT_EQ(str(body, "client_id"), kUamiClientId);
+}
+
 TEST_F(BrokerTest, MissingMetadataHeaderIsRefusedAtOnce) {
   for (const char* target :
        {"/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https://x",

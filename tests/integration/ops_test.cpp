@@ -394,6 +394,62 @@ TEST_F(OpsSignalsTest, SighupAddsATargetAndKeepsServingCachedTokens) {
       << "the unchanged source's cached assertion was not reused";
 }
 
+TEST_F(OpsSignalsTest, SighupThatRepointsASourceServesTheNewIdentityNotTheOldCachedToken) {
+  constexpr const char* kOtherClientId = "aaaaaaaa-0000-0000-0000-000000000002";
+  constexpr const char* kOtherObjectId = "bbbbbbbb-0000-0000-0000-000000000002";
+  const auto plain = [](const std::string& client_id) {
+    return "/metadata/identity/oauth2/token?api-version=2018-02-01&resource=" +
+           std::string(kGraph) + "&client_id=" + client_id;
+  };
+  auto config = default_config_object(*emulator_);
+  Broker broker(dir_, json::serialize(config), "repointed");
+  const auto before = broker.get_with_metadata(plain(kUamiClientId));
+  ASSERT_EQ(before.status, 200u) << before.body;
+  ASSERT_EQ(str(jwt_claims(access_token(before)), "oid"), kUamiObjectId);
+
+  config["sources"].as_object()["uami"].as_object()["client_id"] = kOtherClientId;
+  write_file(broker.config_path(), json::serialize(config));
+  broker.process().signal(SIGHUP);
+  ASSERT_TRUE(wait_until([&] { return !log_events(broker.log(), "config_reloaded").empty(); }, 5s))
+      << broker.log();
+
+  const auto imds = stat_count(emulator_->stats(), "imds");
+  const auto after = broker.get_with_metadata(plain(kOtherClientId));
+  ASSERT_EQ(after.status, 200u) << after.body;
+  EXPECT_NE(access_token(after), access_token(before))
+      << "the old identity's cached token was served for the new one";
+  const auto claims = jwt_claims(access_token(after));
+  EXPECT_EQ(str(claims, "oid"), kOtherObjectId);
+  EXPECT_EQ(str(claims, "appid"), kOtherClientId);
+  EXPECT_EQ(stat_count(emulator_->stats(), "imds"), imds + 1);
+  // The old identity is no longer configured: asking for it is refused, not served from cache.
+  EXPECT_EQ(broker.get_with_metadata(plain(kUamiClientId)).status, 400u);
+}
+
+TEST_F(OpsSignalsTest, SighupThatKeepsASourceKeepsTheIdsItLearnedAndItsPlainTokens) {
+  const std::string by_object =
+      "/metadata/identity/oauth2/token?api-version=2018-02-01&resource=" + std::string(kVault) +
+      "&object_id=" + kUamiObjectId;
+  auto config = default_config_object(*emulator_);
+  Broker broker(dir_, json::serialize(config), "kept");
+  // The object id is not configured: the source learns it from the assertion it fetches.
+  ASSERT_EQ(broker.get_with_metadata(token_target(kGraph)).status, 200u);
+  const auto first = broker.get_with_metadata(by_object);
+  ASSERT_EQ(first.status, 200u) << first.body;
+
+  config["log_level"] = "debug";  // a change that leaves the source as it was
+  write_file(broker.config_path(), json::serialize(config));
+  broker.process().signal(SIGHUP);
+  ASSERT_TRUE(wait_until([&] { return !log_events(broker.log(), "config_reloaded").empty(); }, 5s))
+      << broker.log();
+
+  const auto imds = stat_count(emulator_->stats(), "imds");
+  const auto again = broker.get_with_metadata(by_object);
+  ASSERT_EQ(again.status, 200u) << again.body;
+  EXPECT_EQ(access_token(again), access_token(first));
+  EXPECT_EQ(stat_count(emulator_->stats(), "imds"), imds) << "the cached plain token was dropped";
+}
+
 TEST_F(OpsSignalsTest, SighupWithABrokenConfigIsRefusedAndTheOldConfigKeepsWorking) {
   const auto first = broker_->get_with_metadata(token_target(kGraph));
   ASSERT_EQ(first.status, 200u) << first.body;

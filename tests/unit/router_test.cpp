@@ -759,7 +759,18 @@ class ResolveTargetTest : public ::testing::Test {
   }
 
   Resolution resolve(const TokenQuery& q, Route route = Route::imds_token) {
-    return resolve_target(q, route, config_);
+    return resolve_target(q, route, config_, configured_identities());
+  }
+
+  // The lookup as the Broker starts it: the configured ids of the sources that mint plain tokens.
+  SourceIdentities configured_identities() const {
+    SourceIdentities ids;
+    for (const auto& [name, s] : config_.sources) {
+      if (s.type == SourceType::imds || s.type == SourceType::app_service) {
+        ids.emplace(name, IdentityIds{s.client_id, s.object_id, s.resource_id});
+      }
+    }
+    return ids;
   }
 
   std::string error_description(const Resolution& r) {
@@ -892,6 +903,41 @@ TEST_F(ResolveTargetTest, UnknownObjectIdIs400NamingTheParameter) {
   EXPECT_EQ(r.error->status, 400u);
   EXPECT_NE(error_description(r).find("object_id"), std::string::npos);
   EXPECT_NE(error_description(r).find("ffffffff-0000-0000-0000-00000000000f"), std::string::npos);
+}
+
+TEST_F(ResolveTargetTest, AnIdLearnedFromTheSourcesTokensSelectsIt) {
+  constexpr const char* kLearnedObject = "0b1ec7ed-0000-0000-0000-00000000000a";
+  auto identities = configured_identities();
+  const auto q = query("", SelectorKind::object_id, kLearnedObject, "object_id");
+  EXPECT_TRUE(resolve_target(q, Route::imds_token, config_, identities).error.has_value())
+      << "nothing knows this object id yet";
+  identities.at("mi").object_id = kLearnedObject;
+  const auto r = resolve_target(q, Route::imds_token, config_, identities);
+  ASSERT_FALSE(r.error.has_value()) << r.error->body;
+  EXPECT_EQ(r.source, config_.source("mi"));
+}
+
+TEST_F(ResolveTargetTest, OnlySourcesInTheIdentityLookupAreMatched) {
+  // A source the lookup leaves out (one that does not mint plain tokens) is never chosen, even
+  // when its configuration carries the id.
+  config_.sources.at("wi").client_id = "f11e0000-0000-0000-0000-000000000001";
+  const auto r = resolve(
+      query("", SelectorKind::client_id, "f11e0000-0000-0000-0000-000000000001", "client_id"));
+  ASSERT_TRUE(r.error.has_value());
+  EXPECT_EQ(r.source, nullptr);
+}
+
+TEST(SourceForSelectorTest, SkipsANameTheConfigNoLongerHas) {
+  Config config;
+  SourceConfig kept;
+  kept.name = "kept";
+  config.sources.emplace("kept", kept);
+  const SourceIdentities identities{{"gone", IdentityIds{"c1", "", ""}},
+                                    {"kept", IdentityIds{"C1", "", ""}}};
+  EXPECT_EQ(source_for_selector(SelectorKind::client_id, "c1", config, identities),
+            config.source("kept"));
+  EXPECT_EQ(source_for_selector(SelectorKind::object_id, "c1", config, identities), nullptr);
+  EXPECT_EQ(source_for_selector(SelectorKind::client_id, "", config, identities), nullptr);
 }
 
 TEST_F(ResolveTargetTest, AllowedResourcesAreEnforced) {

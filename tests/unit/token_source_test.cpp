@@ -11,10 +11,15 @@
 
 #include <gtest/gtest.h>
 
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
+#include <fcntl.h>
 #include <fstream>
 #include <map>
 #include <string>
+#include <sys/stat.h>
+#include <unistd.h>
 
 namespace ficbroker {
 namespace {
@@ -265,6 +270,163 @@ TEST_F(FileSourceTest, OversizedFileIsAnError) {
   write(make_jwt(R"({"exp":)" + std::to_string(exp) + R"(,"pad":")" + std::string(70000, 'a') +
                  "\"}"));
   EXPECT_FALSE(fetch().has_value());
+}
+
+TEST_F(FileSourceTest, FifoReturnsAtOnceWithAnErrorNamingThePath) {
+  // A FIFO nobody writes to: a blocking open or read would freeze the I/O thread for good.
+  ASSERT_EQ(::mkfifo(config_.path.c_str(), 0600), 0) << std::strerror(errno);
+  const auto r = fetch();
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.error().kind, UpstreamError::Kind::transient);
+  EXPECT_EQ(http_status(r.error()), 503u);
+  EXPECT_NE(r.error().description.find(config_.path), std::string::npos) << r.error().description;
+  EXPECT_NE(r.error().description.find("not a regular file"), std::string::npos)
+      << r.error().description;
+}
+
+TEST_F(FileSourceTest, FifoWithAWriterIsRefusedWithoutReadingIt) {
+  ASSERT_EQ(::mkfifo(config_.path.c_str(), 0600), 0) << std::strerror(errno);
+  // A writer holding the FIFO open with a token in it: still not a regular file, still refused.
+  const int reader = ::open(config_.path.c_str(), O_RDONLY | O_NONBLOCK);
+  ASSERT_GE(reader, 0);
+  const int writer = ::open(config_.path.c_str(), O_WRONLY | O_NONBLOCK);
+  ASSERT_GE(writer, 0);
+  const std::string jwt =
+      make_jwt(R"({"exp":)" + std::to_string(clock_.epoch_seconds() + 60) + "}");
+  ASSERT_EQ(::write(writer, jwt.data(), jwt.size()), static_cast<ssize_t>(jwt.size()));
+  const auto r = fetch();
+  ::close(writer);
+  ::close(reader);
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.error().description.find(jwt), std::string::npos);
+  EXPECT_NE(r.error().description.find("not a regular file"), std::string::npos)
+      << r.error().description;
+}
+
+TEST_F(FileSourceTest, DirectoryAndDeviceAreRefusedNamingThePath) {
+  ASSERT_EQ(::mkdir(config_.path.c_str(), 0700), 0) << std::strerror(errno);
+  auto r = fetch();
+  ::rmdir(config_.path.c_str());
+  ASSERT_FALSE(r.has_value());
+  EXPECT_NE(r.error().description.find(config_.path), std::string::npos) << r.error().description;
+  EXPECT_NE(r.error().description.find("not a regular file"), std::string::npos);
+
+  // A copy: the fixture removes config_.path at the end.
+  SourceConfig device = config_;
+  device.path = "/dev/zero";  // endless: reading it to the end would never finish
+  r = testing::run_coro(ioc_, make_token_source(device, client_, clock_)->fetch("x"));
+  ASSERT_FALSE(r.has_value());
+  EXPECT_NE(r.error().description.find("/dev/zero"), std::string::npos) << r.error().description;
+  EXPECT_NE(r.error().description.find("not a regular file"), std::string::npos);
+}
+
+TEST_F(FileSourceTest, SymlinkToTheTokenIsFollowed) {
+  // Kubernetes projects the token as ..data/token behind a symlink that is swapped on rotation.
+  const std::string target = config_.path + ".target";
+  const std::string jwt =
+      make_jwt(R"({"exp":)" + std::to_string(clock_.epoch_seconds() + 60) + "}");
+  {
+    std::ofstream out(target, std::ios::binary | std::ios::trunc);
+    out << jwt;
+  }
+  ASSERT_EQ(::symlink(target.c_str(), config_.path.c_str()), 0) << std::strerror(errno);
+  const auto r = fetch();
+  std::remove(target.c_str());
+  ASSERT_TRUE(r.has_value()) << r.error().description;
+  EXPECT_EQ(r->access_token, jwt);
+}
+
+TEST_F(FileSourceTest, OversizedFileIsAnErrorSayingSo) {
+  write(std::string(64 * 1024 + 1, 'a'));
+  const auto r = fetch();
+  ASSERT_FALSE(r.has_value());
+  EXPECT_NE(r.error().description.find("larger than 64 KiB"), std::string::npos)
+      << r.error().description;
+}
+
+// --- What a source says about itself -------------------------------------------------------------
+
+class SourceDescriptionTest : public ::testing::Test {
+ protected:
+  SourceDescriptionTest()
+      : tls_(make_client_tls_context("")), client_(ioc_.get_executor(), *tls_, ClientLimits{}) {}
+
+  std::unique_ptr<TokenSource> make(const SourceConfig& config) {
+    return make_token_source(config, client_, clock_);
+  }
+
+  asio::io_context ioc_;
+  ManualClock clock_;
+  std::unique_ptr<asio::ssl::context> tls_;
+  HttpClient client_;
+};
+
+TEST_F(SourceDescriptionTest, ImdsMintsUnderTheImdsBudget) {
+  SourceConfig config = imds_source();
+  config.client_id = kUami;
+  const auto source = make(config);
+  EXPECT_EQ(source->label(), "imds");
+  EXPECT_TRUE(source->mints_managed_identity_tokens());
+  EXPECT_TRUE(source->under_imds_budget());
+  EXPECT_TRUE(source->cacheable());
+  EXPECT_EQ(source->identity_ids().client_id, kUami);
+}
+
+TEST_F(SourceDescriptionTest, AppServiceMintsOutsideTheImdsBudget) {
+  SourceConfig config = app_service_source();
+  config.object_id = "o";
+  config.resource_id = "r";
+  const auto source = make(config);
+  EXPECT_EQ(source->label(), "app_service");
+  EXPECT_TRUE(source->mints_managed_identity_tokens());
+  EXPECT_FALSE(source->under_imds_budget());
+  EXPECT_EQ(source->identity_ids().object_id, "o");
+  EXPECT_EQ(source->identity_ids().resource_id, "r");
+}
+
+TEST_F(SourceDescriptionTest, FileSourcesDoNotMintAndAnswerForNoIdentity) {
+  for (const auto type : {SourceType::workload_identity, SourceType::file}) {
+    SourceConfig config;
+    config.name = "f";
+    config.type = type;
+    config.path = "/tok";
+    const auto source = make(config);
+    EXPECT_EQ(source->label(), "file");
+    EXPECT_FALSE(source->mints_managed_identity_tokens());
+    EXPECT_FALSE(source->under_imds_budget());
+    const IdentityIds ids = source->identity_ids();
+    EXPECT_TRUE(ids.client_id.empty() && ids.object_id.empty() && ids.resource_id.empty());
+  }
+}
+
+TEST(LearnedIdentityTest, AppidAndOidOfATokenAreItsClientAndObjectIds) {
+  const auto ids = identity_ids_of_token(
+      make_jwt(R"({"appid":"c-learned","oid":"o-learned","sub":"s","xms_mirid":"/x"})"));
+  EXPECT_EQ(ids.client_id, "c-learned");
+  EXPECT_EQ(ids.object_id, "o-learned");
+  EXPECT_TRUE(ids.resource_id.empty());
+}
+
+TEST(LearnedIdentityTest, AV2TokenWithoutAppidNamesItsClientByAzp) {
+  const auto ids = identity_ids_of_token(make_jwt(R"({"azp":"c-v2","oid":"o","ver":"2.0"})"));
+  EXPECT_EQ(ids.client_id, "c-v2");
+  EXPECT_EQ(identity_ids_of_token(make_jwt(R"({"appid":"c1","azp":"c2"})")).client_id, "c1");
+}
+
+TEST(LearnedIdentityTest, ATokenThatDoesNotSayTeachesNothing) {
+  for (const std::string& token : {std::string("not-a-jwt"), make_jwt(R"({"appid":7})")}) {
+    const auto ids = identity_ids_of_token(token);
+    EXPECT_TRUE(ids.client_id.empty() && ids.object_id.empty()) << token;
+  }
+}
+
+TEST(LearnedIdentityTest, LearnedIdsOnlyFillWhatIsNotConfigured) {
+  SourceConfig config = imds_source();
+  config.client_id = "c-configured";
+  const auto ids = complete_identity_ids(config, IdentityIds{"c-learned", "o-learned", ""});
+  EXPECT_EQ(ids.client_id, "c-configured");
+  EXPECT_EQ(ids.object_id, "o-learned");
+  EXPECT_TRUE(ids.resource_id.empty());
 }
 
 }  // namespace

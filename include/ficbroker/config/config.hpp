@@ -33,6 +33,21 @@ struct SourceConfig {
   std::string path;  // workload_identity, file: the token file
 };
 
+/// The ids one managed identity is known by; an empty member is not known.
+struct IdentityIds {
+  std::string client_id;
+  std::string object_id;
+  std::string resource_id;
+};
+
+/// The name a source type has in the configuration ("imds", "workload_identity", ...).
+std::string_view source_type_name(SourceType type);
+
+/// True when both describe the same way of minting for the same identity: every field but the
+/// name is equal (type, endpoint, header, ids, path). A reload keeps a source's cached tokens only
+/// when this holds.
+bool same_minting_identity(const SourceConfig& a, const SourceConfig& b);
+
 /// One (resource tenant, multi-tenant app) pair that tokens are minted for.
 struct TargetConfig {
   std::string tenant_id;

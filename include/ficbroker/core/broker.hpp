@@ -63,7 +63,8 @@ class Broker {
   bool ready() const;
 
   /// Replaces the configuration (SIGHUP). Cached tokens of targets whose tenant, app, source and
-  /// authority are unchanged are kept; the rest are forgotten.
+  /// authority are unchanged are kept; the rest are forgotten, and so are the assertions and
+  /// plain tokens of every source whose minting identity changed.
   void reload(std::shared_ptr<const Config> config);
 
   const Config& config() const noexcept { return *config_; }
@@ -85,6 +86,10 @@ class Broker {
                                                       const std::string& resource);
   asio::awaitable<FetchStep> take_step(FetchState& state, const UpstreamError& error);
   void build_sources();
+  /// Records what a minting source's identity answers for (after a fetch it may know more).
+  void learn_identity(const std::string& source_name);
+  /// The client id a plain token's answer names: configured, else learned from its tokens.
+  std::string_view plain_client_id(const SourceConfig& source) const;
 
   asio::any_io_executor executor_;
   std::shared_ptr<const Config> config_;
@@ -94,6 +99,7 @@ class Broker {
   Metrics& metrics_;
   TokenCache cache_;
   std::map<std::string, std::unique_ptr<TokenSource>> sources_;
+  SourceIdentities identities_;  // what resolve_target matches selectors against
   std::vector<std::string> prewarm_keys_;
   RetryPolicy retry_;
   std::unique_ptr<Sleeper> sleeper_;

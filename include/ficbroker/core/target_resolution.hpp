@@ -9,6 +9,8 @@
 
 #include <boost/system/result.hpp>
 
+#include <functional>
+#include <map>
 #include <optional>
 #include <string>
 
@@ -32,7 +34,16 @@ struct Unresolved {
 
 using ResolveResult = boost::system::result<Resolved, Unresolved>;
 
-ResolveResult resolve_query(const TokenQuery& query, const Config& config);
+/// The identity ids of each source that mints plain managed-identity tokens, by source name: the
+/// configured ones and those learned from tokens (the Broker keeps it from its sources).
+using SourceIdentities = std::map<std::string, IdentityIds, std::less<>>;
+
+ResolveResult resolve_query(const TokenQuery& query, const Config& config,
+                            const SourceIdentities& identities);
+
+/// The source whose identity a selector names (ids compare case-insensitively), or nullptr.
+const SourceConfig* source_for_selector(SelectorKind selector, std::string_view value,
+                                        const Config& config, const SourceIdentities& identities);
 
 /// resolve_query with the error as the HTTP answer a route gives it. Exactly one of
 /// `target`/`source` is set unless `error` is.
@@ -41,7 +52,8 @@ struct Resolution {
   const SourceConfig* source = nullptr;  // plain managed-identity token from this source
   std::optional<Reply> error;
 };
-Resolution resolve_target(const TokenQuery& query, Route route, const Config& config);
+Resolution resolve_target(const TokenQuery& query, Route route, const Config& config,
+                          const SourceIdentities& identities);
 
 /// The answer to an unresolvable query on `route`.
 Reply unresolved_reply(const Unresolved& unresolved, Route route);

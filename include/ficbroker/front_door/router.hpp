@@ -10,6 +10,8 @@
 #include "ficbroker/front_door/request.hpp"
 #include "ficbroker/front_door/token_query.hpp"
 
+#include <functional>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>

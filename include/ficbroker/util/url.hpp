@@ -17,6 +17,8 @@ struct Url {
   bool is_https() const noexcept { return scheme == "https"; }
   /// host[:port] as it belongs in a Host header (brackets for IPv6, port omitted when default).
   std::string host_header() const;
+
+  friend bool operator==(const Url&, const Url&) = default;
 };
 
 /// Parses `scheme://host[:port][/path]`. Only http and https; no userinfo, query or fragment.
