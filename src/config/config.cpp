@@ -498,7 +498,10 @@ ConfigLoad parse_config(std::string_view text, const EnvLookup& env) {
       v.error("cache", "must be an object");
     } else {
       const auto& c = cache->get_object();
-      v.reject_unknown(c, "cache.", {"min_validity_seconds", "idle_ttl_seconds", "max_entries"});
+      v.reject_unknown(
+          c, "cache.",
+          {"min_validity_seconds", "idle_ttl_seconds", "max_entries", "max_entries_per_target",
+           "max_in_flight", "max_in_flight_per_host", "max_queued", "max_queue_wait_ms"});
       if (auto n = v.int_at(c, "min_validity_seconds", "cache.min_validity_seconds", 0, 3600)) {
         config.cache.min_validity = std::chrono::seconds(*n);
       }
@@ -507,6 +510,23 @@ ConfigLoad parse_config(std::string_view text, const EnvLookup& env) {
       }
       if (auto n = v.int_at(c, "max_entries", "cache.max_entries", 1, 10'000'000)) {
         config.cache.max_entries = static_cast<std::size_t>(*n);
+      }
+      if (auto n = v.int_at(c, "max_entries_per_target", "cache.max_entries_per_target", 1,
+                            10'000'000)) {
+        config.cache.max_entries_per_target = static_cast<std::size_t>(*n);
+      }
+      if (auto n = v.int_at(c, "max_in_flight", "cache.max_in_flight", 1, 10'000)) {
+        config.cache.max_in_flight = static_cast<std::size_t>(*n);
+      }
+      if (auto n =
+              v.int_at(c, "max_in_flight_per_host", "cache.max_in_flight_per_host", 1, 10'000)) {
+        config.cache.max_in_flight_per_host = static_cast<std::size_t>(*n);
+      }
+      if (auto n = v.int_at(c, "max_queued", "cache.max_queued", 0, 100'000)) {
+        config.cache.max_queued = static_cast<std::size_t>(*n);
+      }
+      if (auto n = v.int_at(c, "max_queue_wait_ms", "cache.max_queue_wait_ms", 0, 60'000)) {
+        config.cache.max_queue_wait = std::chrono::milliseconds(*n);
       }
     }
   }
