@@ -116,8 +116,7 @@ std::shared_ptr<TokenCache::Flight> TokenCache::start_flight(const std::string& 
   ++stats_.fetches;
   if (background) ++stats_.refreshes;
   // The fetch runs as its own task: the caller that triggered it may disconnect, the others
-  // still wait for it.
-  // Assertions are not bounded: bounded fetches wait on them.
+  // still wait for it. Assertions are not bounded: bounded fetches wait on them.
   const bool bounded = !entry.internal;
   asio::co_spawn(executor_,
                  run_flight(key, flight, entry.fetch, background, bounded, entry.upstream),
