@@ -100,6 +100,7 @@ bool run_get(asio::io_context& ioc, fb::TokenCache& cache, const std::string& ke
 fb::CacheSettings big_cache_settings() {
   fb::CacheSettings s;
   s.max_entries = 10'000'000;
+  s.max_entries_per_group = 10'000'000;
   return s;
 }
 

@@ -51,6 +51,16 @@ struct ConnectionCount {
   std::shared_ptr<Shared> shared;
 };
 
+// Counts one request as in progress at the Service until its answer is delivered.
+struct InProgress {
+  InProgress(Service& s, bool t) : service(s), tls(t) { service.request_begun(tls); }
+  ~InProgress() { service.request_ended(tls); }
+  InProgress(const InProgress&) = delete;
+  InProgress& operator=(const InProgress&) = delete;
+  Service& service;
+  bool tls;
+};
+
 enum class SessionEnd { graceful, peer_closed, aborted };
 
 std::string wall_clock_hms() {
@@ -218,6 +228,7 @@ asio::awaitable<SessionEnd> serve_requests(Stream& stream, std::shared_ptr<Share
     const std::string target(req.target());
 
     const auto started = std::chrono::steady_clock::now();
+    const InProgress in_progress(shared->service, tls);
     HttpResponse out;
     try {
       out = shared->service.handle(to_service_request(std::move(req), tls));

@@ -9,6 +9,7 @@
 
 #include <openssl/rand.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <stdexcept>
 
@@ -628,6 +629,16 @@ HttpResponse Service::handle_discovery(const HttpRequest& req, std::string_view 
 // ---------------------------------------------------------------------------------------------
 // Control API
 
+void Service::request_begun(bool tls) {
+  InProgress& p = tls ? https_in_progress_ : http_in_progress_;
+  p.peak = std::max(p.peak, ++p.now);
+}
+
+void Service::request_ended(bool tls) {
+  InProgress& p = tls ? https_in_progress_ : http_in_progress_;
+  --p.now;
+}
+
 HttpResponse Service::stats_response() const {
   json::object body;
   auto put = [&body](std::string_view name, const EndpointStats& s) {
@@ -649,6 +660,8 @@ HttpResponse Service::stats_response() const {
   body["last_entra_tenant"] = last_entra_tenant_;
   body["last_imds_query"] = last_imds_query_;
   body["last_app_service_query"] = last_app_service_query_;
+  body["http_peak_in_progress"] = http_in_progress_.peak;
+  body["https_peak_in_progress"] = https_in_progress_.peak;
   body["active_faults"] = faults_.rules().size();
   body["uptime_s"] = now() - started_at_;
   return json_response(200, body, "stats");
@@ -749,6 +762,8 @@ HttpResponse Service::handle_control(const HttpRequest& req, std::string_view pa
     app_service_stats_ = {};
     entra_stats_ = {};
     entra_errors_by_code_.clear();
+    http_in_progress_.peak = http_in_progress_.now;
+    https_in_progress_.peak = https_in_progress_.now;
     oidc_tokens_ = 0;
     discovery_ = 0;
     last_entra_form_.clear();

@@ -67,6 +67,11 @@ class Service {
   /// (e.g. OpenSSL out of memory).
   HttpResponse handle(const HttpRequest& req);
 
+  /// The transport reports each request from the moment it is handed over until its answer is
+  /// written (delays included), so stats can show the peak an upstream client held open at once.
+  void request_begun(bool tls);
+  void request_ended(bool tls);
+
   const World& world() const noexcept { return world_; }
   const JwtSigner& entra_signer() const noexcept { return entra_; }
   const JwtSigner& oidc_signer() const noexcept { return oidc_; }
@@ -126,6 +131,12 @@ class Service {
   EndpointStats app_service_stats_;
   EndpointStats entra_stats_;
   std::map<std::uint32_t, std::uint64_t> entra_errors_by_code_;
+  struct InProgress {
+    std::uint64_t now = 0;
+    std::uint64_t peak = 0;
+  };
+  InProgress http_in_progress_;
+  InProgress https_in_progress_;
   std::uint64_t oidc_tokens_ = 0;
   std::uint64_t discovery_ = 0;
   boost::json::object last_entra_form_;

@@ -556,15 +556,29 @@ const json::object* section(Validator& v, const json::object& obj, std::string_v
 void parse_cache(Validator& v, const json::object& obj, Config& config) {
   const auto* c = section(v, obj, "cache");
   if (!c) return;
-  v.reject_unknown(*c, "cache.", {"min_validity_seconds", "idle_ttl_seconds", "max_entries"});
+  v.reject_unknown(
+      *c, "cache.",
+      {"min_validity_seconds", "idle_ttl_seconds", "max_entries", "max_entries_per_target",
+       "max_in_flight", "max_in_flight_per_host", "max_queued", "max_queue_wait_ms"});
+  auto& cache = config.cache;
   if (auto n = v.int_at(*c, "min_validity_seconds", "cache.min_validity_seconds", 0, 3600)) {
-    config.cache.min_validity = std::chrono::seconds(*n);
+    cache.min_validity = std::chrono::seconds(*n);
   }
   if (auto n = v.int_at(*c, "idle_ttl_seconds", "cache.idle_ttl_seconds", 1, 30 * 86400)) {
-    config.cache.idle_ttl = std::chrono::seconds(*n);
+    cache.idle_ttl = std::chrono::seconds(*n);
   }
-  if (auto n = v.int_at(*c, "max_entries", "cache.max_entries", 1, 10'000'000)) {
-    config.cache.max_entries = static_cast<std::size_t>(*n);
+  auto count = [&](std::string_view key, std::int64_t min, std::int64_t max, std::size_t& out) {
+    if (auto n = v.int_at(*c, key, "cache." + std::string(key), min, max)) {
+      out = static_cast<std::size_t>(*n);
+    }
+  };
+  count("max_entries", 1, 10'000'000, cache.max_entries);
+  count("max_entries_per_target", 1, 10'000'000, cache.max_entries_per_target);
+  count("max_in_flight", 1, 10'000, cache.max_in_flight);
+  count("max_in_flight_per_host", 1, 10'000, cache.max_in_flight_per_host);
+  count("max_queued", 0, 100'000, cache.max_queued);
+  if (auto n = v.int_at(*c, "max_queue_wait_ms", "cache.max_queue_wait_ms", 0, 60'000)) {
+    cache.max_queue_wait = std::chrono::milliseconds(*n);
   }
 }
 

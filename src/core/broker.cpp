@@ -42,7 +42,23 @@ CacheSettings cache_settings(const Config& config) {
   s.policy.min_validity = config.cache.min_validity;
   s.idle_ttl = config.cache.idle_ttl;
   s.max_entries = config.cache.max_entries;
+  s.max_entries_per_group = config.cache.max_entries_per_target;
+  s.fetch_bounds.max_in_flight = config.cache.max_in_flight;
+  s.fetch_bounds.max_in_flight_per_host = config.cache.max_in_flight_per_host;
+  s.fetch_bounds.max_queued = config.cache.max_queued;
+  s.fetch_bounds.max_queue_wait = config.cache.max_queue_wait;
   return s;
+}
+
+// A caller-chosen key of `target`: bounded with the target's other keys, fetched from its
+// authority.
+KeyInfo target_key_info(const TargetConfig& target) {
+  KeyInfo info;
+  info.group.append("t").push_back(kSep);
+  info.group.append(target.tenant_id).push_back(kSep);
+  info.group.append(target.client_id);
+  info.upstream = target.authority_host.host_header();
+  return info;
 }
 
 TokenCache::Random make_random() {
@@ -164,7 +180,8 @@ asio::awaitable<BrokerAnswer> Broker::answer(TokenQuery query) {
     TokenCache::Fetch fetch = [this, target, scope = query.scope] {
       return fetch_exchanged(target, scope);
     };
-    TokenResult result = co_await cache_.get(std::move(key), std::move(fetch));
+    KeyInfo info = target_key_info(target);
+    TokenResult result = co_await cache_.get(std::move(key), std::move(fetch), std::move(info));
     co_return TokenAnswer{std::move(result), target.client_id};
   }
   const SourceConfig source = *r->source;
@@ -172,7 +189,10 @@ asio::awaitable<BrokerAnswer> Broker::answer(TokenQuery query) {
   TokenCache::Fetch fetch = [this, name = source.name, resource = query.resource] {
     return fetch_from_source(name, resource);
   };
-  TokenResult result = co_await cache_.get(std::move(key), std::move(fetch));
+  KeyInfo info;
+  info.group = "m" + std::string(1, kSep) + source.name;
+  info.upstream = source.endpoint.host_header();
+  TokenResult result = co_await cache_.get(std::move(key), std::move(fetch), std::move(info));
   co_return TokenAnswer{std::move(result), std::string(plain_client_id(source))};
 }
 
@@ -235,7 +255,9 @@ asio::awaitable<TokenResult> Broker::fetch_assertion(TargetConfig target) {
   TokenCache::Fetch fetch = [this, name = target.source, audience = target.exchange_audience] {
     return fetch_from_source(name, audience);
   };
-  co_return co_await cache_.get(std::move(key), std::move(fetch));
+  KeyInfo info;
+  info.internal = true;  // one per configured source and audience
+  co_return co_await cache_.get(std::move(key), std::move(fetch), std::move(info));
 }
 
 asio::awaitable<TokenResult> Broker::exchange_once(const TargetConfig& target,

@@ -144,7 +144,8 @@ def parse_jsonc(text: str, where: str):
 TOP_KEYS = {"listen", "allow_remote", "allowed_hosts", "transparent", "authority_host", "ca_file",
             "identity_header", "identity_header_file", "log_level", "cache", "server", "unix_socket",
             "sources", "targets"}
-CACHE_KEYS = {"min_validity_seconds", "idle_ttl_seconds", "max_entries"}
+CACHE_KEYS = {"min_validity_seconds", "idle_ttl_seconds", "max_entries", "max_entries_per_target",
+              "max_in_flight", "max_in_flight_per_host", "max_queued", "max_queue_wait_ms"}
 SERVER_KEYS = {"max_connections", "header_timeout_ms", "idle_timeout_ms", "write_timeout_ms"}
 SOURCE_KEYS = {
     "imds": {"type", "endpoint", "client_id", "object_id", "resource_id"},

@@ -359,6 +359,34 @@ TEST(ConfigTest, CacheSettingsOutOfBoundsAreErrors) {
   expect_error(parse(doc(R"("cache":{"max_entries":18446744073709551615})")), "cache.max_entries");
 }
 
+TEST(ConfigTest, CacheBoundsHaveDefaultsAndAreApplied) {
+  const Config& defaults = expect_ok(parse(doc("")));
+  EXPECT_EQ(defaults.cache.max_entries_per_target, 1000u);
+  EXPECT_EQ(defaults.cache.max_in_flight, 64u);
+  EXPECT_EQ(defaults.cache.max_in_flight_per_host, 16u);
+  EXPECT_EQ(defaults.cache.max_queued, 256u);
+  EXPECT_EQ(defaults.cache.max_queue_wait, std::chrono::milliseconds(1000));
+  const Config& c = expect_ok(parse(
+      doc(R"("cache":{"max_entries_per_target":7,"max_in_flight":8,"max_in_flight_per_host":2,)"
+          R"("max_queued":0,"max_queue_wait_ms":250})")));
+  EXPECT_EQ(c.cache.max_entries_per_target, 7u);
+  EXPECT_EQ(c.cache.max_in_flight, 8u);
+  EXPECT_EQ(c.cache.max_in_flight_per_host, 2u);
+  EXPECT_EQ(c.cache.max_queued, 0u);
+  EXPECT_EQ(c.cache.max_queue_wait, std::chrono::milliseconds(250));
+}
+
+TEST(ConfigTest, CacheBoundsOutOfRangeOrUnknownAreErrors) {
+  expect_error(parse(doc(R"("cache":{"max_entries_per_target":0})")),
+               "cache.max_entries_per_target");
+  expect_error(parse(doc(R"("cache":{"max_in_flight":0})")), "cache.max_in_flight");
+  expect_error(parse(doc(R"("cache":{"max_in_flight_per_host":0})")),
+               "cache.max_in_flight_per_host");
+  expect_error(parse(doc(R"("cache":{"max_queued":-1})")), "cache.max_queued");
+  expect_error(parse(doc(R"("cache":{"max_queue_wait_ms":60001})")), "cache.max_queue_wait_ms");
+  expect_error(parse(doc(R"("cache":{"max_fetches":4})")), "cache.max_fetches");
+}
+
 TEST(ConfigTest, IdentityHeaderIsKept) {
   const Config& c = expect_ok(parse(doc(R"("identity_header":"0123456789abcdef")")));
   EXPECT_EQ(c.identity_header, "0123456789abcdef");

@@ -16,6 +16,7 @@
 
 #include <gtest/gtest.h>
 
+#include <map>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -97,6 +98,35 @@ class TokenCacheTest : public ::testing::Test {
     for (int i = 0; i < 20; ++i) co_await yield_once();
   }
 
+  asio::awaitable<TokenResult> get_as(std::string_view key, KeyInfo info) {
+    std::string owned(key);
+    TokenCache::Fetch fetch = counting_fetch();
+    TokenResult result = co_await cache_->get(std::move(owned), std::move(fetch), std::move(info));
+    co_return result;
+  }
+
+  // Starts a get that runs on its own; its result lands in `results_[key]`.
+  void spawn_get(const std::string& key, KeyInfo info = {}) {
+    asio::co_spawn(ioc_, get_as(key, std::move(info)),
+                   [this, key](std::exception_ptr e, TokenResult r) {
+                     EXPECT_FALSE(e);
+                     results_.insert_or_assign(key, std::move(r));
+                   });
+  }
+
+  static KeyInfo in_group(std::string group, std::string upstream = "") {
+    KeyInfo info;
+    info.group = std::move(group);
+    info.upstream = std::move(upstream);
+    return info;
+  }
+
+  static KeyInfo internal_key() {
+    KeyInfo info;
+    info.internal = true;
+    return info;
+  }
+
   const Token* found(std::string_view key) { return cache_->find(key); }
 
   std::string found_name(std::string_view key) {
@@ -112,6 +142,7 @@ class TokenCacheTest : public ::testing::Test {
   int fetches_ = 0;
   bool throw_ = false;
   std::optional<UpstreamError> next_error_;
+  std::map<std::string, TokenResult> results_;
   seconds lifetime_{3600};
 };
 
@@ -656,6 +687,355 @@ TEST_F(TokenCacheTest, MaxEntriesBoundHoldsForKeysWhoseFetchFailed) {
     }
   }());
   EXPECT_LE(cache_->size(), 2u);
+}
+
+// --- Eviction under floods: failures first, internal and pinned keys apart, LRU per group
+// ---------------------------------------------------------------------------------------
+
+TEST_F(TokenCacheTest, AFloodOfRejectedKeysEvictsOnlyFailuresAndTheKeyInUseStaysAHit) {
+  CacheSettings settings;
+  settings.max_entries = 3;
+  make_cache(settings);
+  run_coro(ioc_, [&]() -> asio::awaitable<void> {
+    const TokenResult in_use = co_await get("in-use");
+    EXPECT_TRUE(in_use.has_value());
+    next_error_ = failure(UpstreamError::Kind::permanent, "AADSTS500011: resource not found");
+    for (int i = 0; i < 50; ++i) {
+      const std::string key = "rejected-" + std::to_string(i);
+      const TokenResult r = co_await get(key);
+      EXPECT_FALSE(r.has_value());
+    }
+  }());
+  EXPECT_EQ(found_name("in-use"), "token-1");
+  EXPECT_LE(cache_->size(), 3u);
+  EXPECT_EQ(fetches_, 51);
+}
+
+TEST_F(TokenCacheTest, ARememberedFailureIsDroppedWhenItsTimeIsUp) {
+  CacheSettings settings;
+  settings.negative_ttl = seconds(30);
+  make_cache(settings);
+  next_error_ = failure(UpstreamError::Kind::permanent, "AADSTS500011: resource not found");
+  run_coro(ioc_, [&]() -> asio::awaitable<void> {
+    const TokenResult r = co_await get("rejected");
+    EXPECT_FALSE(r.has_value());
+    clock_.advance(seconds(29));
+    co_await refresh_and_settle();
+    EXPECT_EQ(cache_->size(), 1u) << "remembered for its negative_ttl";
+    clock_.advance(seconds(2));
+    co_await refresh_and_settle();
+  }());
+  EXPECT_EQ(cache_->size(), 0u);
+  EXPECT_EQ(fetches_, 1) << "a dropped failure is not refetched by the refresher";
+}
+
+TEST_F(TokenCacheTest, AThrottledKeyIsDroppedAfterItsRetryAfter) {
+  make_cache();
+  UpstreamError throttled = failure(UpstreamError::Kind::throttled, "429");
+  throttled.retry_after_seconds = 5;
+  next_error_ = throttled;
+  run_coro(ioc_, [&]() -> asio::awaitable<void> {
+    const TokenResult r = co_await get("k");
+    EXPECT_FALSE(r.has_value());
+    clock_.advance(seconds(6));
+    co_await refresh_and_settle();
+  }());
+  EXPECT_EQ(cache_->size(), 0u);
+}
+
+TEST_F(TokenCacheTest, ATransientFailureLeavesNoEntryBehind) {
+  make_cache();
+  next_error_ = failure(UpstreamError::Kind::transient, "timeout");
+  run_coro(ioc_, [&]() -> asio::awaitable<void> {
+    for (int i = 0; i < 20; ++i) {
+      const std::string key = "k" + std::to_string(i);
+      const TokenResult r = co_await get(key);
+      EXPECT_FALSE(r.has_value());
+    }
+  }());
+  EXPECT_EQ(cache_->size(), 0u);
+}
+
+TEST_F(TokenCacheTest, AssertionAndPinnedKeysAreNeverEvictedForCallerKeys) {
+  CacheSettings settings;
+  settings.max_entries = 2;
+  make_cache(settings);
+  cache_->pin("pinned");
+  run_coro(ioc_, [&]() -> asio::awaitable<void> {
+    const TokenResult assertion = co_await get_as("assertion", internal_key());
+    const TokenResult pinned = co_await get("pinned");
+    EXPECT_TRUE(assertion && pinned);
+    for (int i = 0; i < 20; ++i) {
+      clock_.advance(seconds(1));
+      const std::string key = "caller-" + std::to_string(i);
+      const TokenResult r = co_await get(key);
+      EXPECT_TRUE(r.has_value());
+    }
+  }());
+  EXPECT_NE(found("assertion"), nullptr);
+  EXPECT_NE(found("pinned"), nullptr);
+  EXPECT_EQ(cache_->bounded_size(), 2u);
+  EXPECT_EQ(cache_->size(), 4u);
+  EXPECT_NE(found("caller-19"), nullptr);
+  EXPECT_NE(found("caller-18"), nullptr);
+}
+
+TEST_F(TokenCacheTest, PinningAnExistingCallerKeyTakesItOutOfTheBound) {
+  CacheSettings settings;
+  settings.max_entries = 1;
+  make_cache(settings);
+  run_coro(ioc_, [&]() -> asio::awaitable<void> {
+    const TokenResult first = co_await get("prewarm");
+    EXPECT_TRUE(first.has_value());
+    cache_->pin("prewarm");
+    const TokenResult other = co_await get("other");
+    EXPECT_TRUE(other.has_value());
+  }());
+  EXPECT_NE(found("prewarm"), nullptr);
+  EXPECT_NE(found("other"), nullptr);
+}
+
+TEST_F(TokenCacheTest, EachGroupIsBoundedLeastRecentlyUsedFirst) {
+  CacheSettings settings;
+  settings.max_entries_per_group = 2;
+  make_cache(settings);
+  run_coro(ioc_, [&]() -> asio::awaitable<void> {
+    const TokenResult a1 = co_await get_as("a1", in_group("A"));
+    const TokenResult a2 = co_await get_as("a2", in_group("A"));
+    const TokenResult b1 = co_await get_as("b1", in_group("B"));
+    EXPECT_TRUE(a1 && a2 && b1);
+    EXPECT_NE(found("a1"), nullptr);  // a1 is used again: a2 is now the least recently used
+    const TokenResult a3 = co_await get_as("a3", in_group("A"));
+    EXPECT_TRUE(a3.has_value());
+    EXPECT_EQ(found("a2"), nullptr);
+    for (int i = 0; i < 10; ++i) {
+      const std::string key = "flood-" + std::to_string(i);
+      const TokenResult r = co_await get_as(key, in_group("A"));
+      EXPECT_TRUE(r.has_value());
+    }
+  }());
+  EXPECT_NE(found("b1"), nullptr) << "a flood in group A never evicts group B";
+  EXPECT_NE(found("flood-9"), nullptr);
+  EXPECT_EQ(cache_->bounded_size(), 3u);
+}
+
+TEST_F(TokenCacheTest, TheTotalBoundEvictsFromTheLargestGroup) {
+  CacheSettings settings;
+  settings.max_entries = 4;
+  make_cache(settings);
+  run_coro(ioc_, [&]() -> asio::awaitable<void> {
+    const TokenResult b1 = co_await get_as("b1", in_group("B"));  // the oldest of all
+    EXPECT_TRUE(b1.has_value());
+    for (int i = 1; i <= 4; ++i) {
+      clock_.advance(seconds(1));
+      const std::string key = "a" + std::to_string(i);
+      const TokenResult r = co_await get_as(key, in_group("A"));
+      EXPECT_TRUE(r.has_value());
+    }
+  }());
+  EXPECT_NE(found("b1"), nullptr);
+  EXPECT_EQ(found("a1"), nullptr);
+  EXPECT_EQ(cache_->bounded_size(), 4u);
+}
+
+TEST_F(TokenCacheTest, TheTotalBoundEvictsFailuresAnywhereBeforeValidTokens) {
+  CacheSettings settings;
+  settings.max_entries = 3;
+  make_cache(settings);
+  run_coro(ioc_, [&]() -> asio::awaitable<void> {
+    const TokenResult a1 = co_await get_as("a1", in_group("A"));
+    const TokenResult a2 = co_await get_as("a2", in_group("A"));
+    next_error_ = failure(UpstreamError::Kind::permanent, "rejected");
+    const TokenResult b1 = co_await get_as("b1", in_group("B"));
+    next_error_.reset();
+    const TokenResult a3 = co_await get_as("a3", in_group("A"));
+    EXPECT_TRUE(a1 && a2 && !b1 && a3);
+  }());
+  EXPECT_NE(found("a1"), nullptr);
+  EXPECT_NE(found("a2"), nullptr);
+  EXPECT_NE(found("a3"), nullptr);
+  EXPECT_EQ(cache_->bounded_size(), 3u);
+}
+
+// --- The in-flight bound
+// ---------------------------------------------------------------------------------
+
+TEST_F(TokenCacheTest, FetchesBeyondTheHostBoundQueueAndBeyondTheQueueAreToldToRetry) {
+  CacheSettings settings;
+  settings.fetch_bounds.max_in_flight_per_host = 2;
+  settings.fetch_bounds.max_queued = 1;
+  settings.fetch_bounds.max_queue_wait = std::chrono::hours(1);
+  make_cache(settings);
+  close_gate();
+  run_coro(ioc_, [&]() -> asio::awaitable<void> {
+    for (const char* key : {"k1", "k2", "k3", "k4"}) spawn_get(key, in_group("A", "entra"));
+    const bool refused = co_await yield_until([&] { return results_.contains("k4"); });
+    EXPECT_TRUE(refused);
+    EXPECT_EQ(fetches_, 2) << "two in flight, one queued, one refused";
+    EXPECT_EQ(cache_->limiter().queued(), 1u);
+    if (results_.contains("k4")) {
+      const TokenResult& r = results_.at("k4");
+      EXPECT_FALSE(r.has_value());
+      if (!r) {
+        EXPECT_EQ(r.error().kind, UpstreamError::Kind::transient);
+        EXPECT_EQ(http_status(r.error()), 503u);
+        EXPECT_GT(r.error().retry_after_seconds, 0);
+      }
+    }
+    open_gate();
+    co_await yield_until([&] { return results_.size() == 4; });
+  }());
+  EXPECT_EQ(fetches_, 3);
+  ASSERT_EQ(results_.size(), 4u);
+  EXPECT_TRUE(results_.at("k1") && results_.at("k2") && results_.at("k3"));
+  EXPECT_EQ(cache_->stats().fetches_refused, 1u);
+  EXPECT_EQ(cache_->limiter().in_flight(), 0u);
+  EXPECT_EQ(cache_->size(), 3u) << "a refused key leaves no entry";
+}
+
+TEST_F(TokenCacheTest, AQueuedCallerIsToldToRetryAfterMaxQueueWait) {
+  CacheSettings settings;
+  settings.fetch_bounds.max_in_flight = 1;
+  settings.fetch_bounds.max_queue_wait = std::chrono::milliseconds(1);
+  make_cache(settings);
+  close_gate();
+  run_coro(ioc_, [&]() -> asio::awaitable<void> {
+    spawn_get("k1");
+    co_await yield_until([&] { return fetches_ == 1; });
+    const TokenResult queued = co_await get("k2");
+    EXPECT_FALSE(queued.has_value());
+    if (!queued) {
+      EXPECT_GT(queued.error().retry_after_seconds, 0);
+    }
+    EXPECT_EQ(cache_->limiter().queued(), 0u);
+    open_gate();
+    co_await yield_until([&] { return results_.size() == 1; });
+  }());
+  EXPECT_EQ(fetches_, 1);
+}
+
+TEST_F(TokenCacheTest, OtherHostsAreNotHeldUpByAFullHost) {
+  CacheSettings settings;
+  settings.fetch_bounds.max_in_flight_per_host = 1;
+  make_cache(settings);
+  close_gate();
+  run_coro(ioc_, [&]() -> asio::awaitable<void> {
+    spawn_get("slow-1", in_group("A", "host-a"));
+    spawn_get("slow-2", in_group("A", "host-a"));
+    spawn_get("other", in_group("B", "host-b"));
+    const bool started = co_await yield_until([&] { return fetches_ == 2; });
+    EXPECT_TRUE(started);
+    for (int i = 0; i < 50; ++i) co_await yield_once();
+    EXPECT_EQ(fetches_, 2) << "slow-2 waits for host-a";
+    open_gate();
+    co_await yield_until([&] { return results_.size() == 3; });
+  }());
+  EXPECT_EQ(fetches_, 3);
+}
+
+TEST_F(TokenCacheTest, TheGlobalBoundHoldsAcrossHosts) {
+  CacheSettings settings;
+  settings.fetch_bounds.max_in_flight = 2;
+  make_cache(settings);
+  close_gate();
+  run_coro(ioc_, [&]() -> asio::awaitable<void> {
+    for (int i = 0; i < 5; ++i) {
+      spawn_get("k" + std::to_string(i), in_group("A", "host-" + std::to_string(i)));
+    }
+    for (int i = 0; i < 50; ++i) co_await yield_once();
+    EXPECT_EQ(fetches_, 2);
+    EXPECT_EQ(cache_->limiter().queued(), 3u);
+    open_gate();
+    co_await yield_until([&] { return results_.size() == 5; });
+  }());
+  EXPECT_EQ(fetches_, 5);
+  for (const auto& [key, r] : results_) EXPECT_TRUE(r.has_value()) << key;
+}
+
+TEST_F(TokenCacheTest, ABackgroundRefreshQueuesEvenWhenCallersFillTheQueue) {
+  CacheSettings settings;
+  settings.fetch_bounds.max_in_flight = 1;
+  settings.fetch_bounds.max_queued = 0;  // callers beyond the bound are refused at once
+  make_cache(settings);
+  run_coro(ioc_, [&]() -> asio::awaitable<void> {
+    const TokenResult first = co_await get("refreshed");
+    EXPECT_EQ(name_of(first), "token-1");
+    close_gate();
+    spawn_get("caller");
+    co_await yield_until([&] { return fetches_ == 2; });
+    clock_.advance(kRefreshPoint);
+    cache_->refresh_due();  // the refresh waits for the slot
+    spawn_get("refused");
+    co_await yield_until([&] { return results_.contains("refused"); });
+    EXPECT_EQ(cache_->limiter().queued(), 1u);
+    open_gate();
+    co_await yield_until([&] { return found_name("refreshed") == "token-3"; });
+  }());
+  EXPECT_EQ(found_name("refreshed"), "token-3");
+  ASSERT_TRUE(results_.contains("refused"));
+  EXPECT_FALSE(results_.at("refused").has_value());
+  EXPECT_EQ(cache_->stats().refreshes, 1u);
+}
+
+TEST_F(TokenCacheTest, AssertionFetchesAreNotBounded) {
+  // A bounded token fetch waits on its assertion: bounding both could hold every slot.
+  CacheSettings settings;
+  settings.fetch_bounds.max_in_flight = 1;
+  settings.fetch_bounds.max_queued = 0;
+  make_cache(settings);
+  close_gate();
+  run_coro(ioc_, [&]() -> asio::awaitable<void> {
+    spawn_get("token");
+    spawn_get("assertion", internal_key());
+    const bool both = co_await yield_until([&] { return fetches_ == 2; });
+    EXPECT_TRUE(both);
+    open_gate();
+    co_await yield_until([&] { return results_.size() == 2; });
+  }());
+  EXPECT_TRUE(results_.at("token") && results_.at("assertion"));
+}
+
+TEST_F(TokenCacheTest, AnExceptionInABoundedFetchReleasesItsSlot) {
+  CacheSettings settings;
+  settings.fetch_bounds.max_in_flight = 1;
+  settings.fetch_bounds.max_queued = 0;
+  make_cache(settings);
+  throw_ = true;
+  run_coro(ioc_, [&]() -> asio::awaitable<void> {
+    const TokenResult blew_up = co_await get("k1");
+    EXPECT_FALSE(blew_up.has_value());
+    throw_ = false;
+    const TokenResult next = co_await get("k2");
+    EXPECT_TRUE(next.has_value()) << "the slot was released";
+  }());
+  EXPECT_EQ(cache_->limiter().in_flight(), 0u);
+}
+
+// --- Memory after a burst
+// ---------------------------------------------------------------------------------
+
+TEST_F(TokenCacheTest, MemoryIsReleasedOnceWhenABurstDrains) {
+  CacheSettings settings;
+  settings.trim_after_fetches = 3;
+  settings.trim_delay = std::chrono::milliseconds(0);
+  int released = 0;
+  settings.release_memory = [&released] { ++released; };
+  make_cache(settings);
+  run_coro(ioc_, [&]() -> asio::awaitable<void> {
+    const TokenResult one = co_await get("k1");
+    for (int i = 0; i < 20; ++i) co_await yield_once();
+    EXPECT_EQ(released, 0) << "one fetch is no burst";
+    close_gate();
+    spawn_get("k2");
+    spawn_get("k3");
+    spawn_get("k4");
+    co_await yield_until([&] { return fetches_ == 4; });
+    EXPECT_EQ(released, 0) << "never while fetches are in flight";
+    open_gate();
+    co_await yield_until([&] { return released > 0; });
+    for (int i = 0; i < 20; ++i) co_await yield_once();
+  }());
+  EXPECT_EQ(released, 1);
 }
 
 }  // namespace

@@ -62,9 +62,14 @@ struct TargetConfig {
 };
 
 struct CacheConfig {
-  std::chrono::seconds min_validity{300};  // never hand out a token with less left
-  std::chrono::seconds idle_ttl{3600};     // stop refreshing keys nobody asked for
-  std::size_t max_entries = 10000;
+  std::chrono::seconds min_validity{300};          // never hand out a token with less left
+  std::chrono::seconds idle_ttl{3600};             // stop refreshing keys nobody asked for
+  std::size_t max_entries = 10000;                 // keys callers chose (assertions, prewarm apart)
+  std::size_t max_entries_per_target = 1000;       // of those, per target (tenant + app) or source
+  std::size_t max_in_flight = 64;                  // upstream fetches at once
+  std::size_t max_in_flight_per_host = 16;         // upstream fetches at once to one host
+  std::size_t max_queued = 256;                    // caller fetches waiting for a slot
+  std::chrono::milliseconds max_queue_wait{1000};  // then the caller gets 503 + Retry-After
   bool operator==(const CacheConfig&) const = default;
 };
 
