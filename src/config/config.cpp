@@ -250,9 +250,16 @@ void parse_token_path(SourceInput& in, std::optional<std::string> fallback,
   }
 }
 
+void parse_passthrough(SourceInput& in, SourceConfig& source) {
+  if (!in.obj.contains("passthrough_resources")) return;
+  source.passthrough_resources =
+      in.v.strings_at(in.obj, "passthrough_resources", in.prefix + ".passthrough_resources");
+}
+
 void parse_imds(SourceInput& in, SourceConfig& source) {
   parse_endpoint(in, "http://169.254.169.254", false, source);
   parse_identity_ids(in, source);
+  parse_passthrough(in, source);
 }
 
 void parse_app_service(SourceInput& in, SourceConfig& source) {
@@ -265,6 +272,7 @@ void parse_app_service(SourceInput& in, SourceConfig& source) {
     source.header = *header;
   }
   parse_identity_ids(in, source);
+  parse_passthrough(in, source);
 }
 
 void parse_workload_identity(SourceInput& in, SourceConfig& source) {
@@ -288,11 +296,12 @@ const std::vector<SourceTypeSpec>& source_types() {
   static const std::vector<SourceTypeSpec> specs{
       {"imds",
        SourceType::imds,
-       {"type", "endpoint", "client_id", "object_id", "resource_id"},
+       {"type", "endpoint", "client_id", "object_id", "resource_id", "passthrough_resources"},
        parse_imds},
       {"app_service",
        SourceType::app_service,
-       {"type", "endpoint", "header", "client_id", "object_id", "resource_id"},
+       {"type", "endpoint", "header", "client_id", "object_id", "resource_id",
+        "passthrough_resources"},
        parse_app_service},
       {"workload_identity",
        SourceType::workload_identity,
@@ -441,8 +450,12 @@ namespace {
 // Every member of SourceConfig, by a structured binding: adding a member stops this compiling
 // until it is listed here, so a new field cannot be silently left out of the comparison.
 auto minting_fields(const SourceConfig& s) {
-  const auto& [name, type, endpoint, header, client_id, object_id, resource_id, path] = s;
-  (void)name;  // a label: renaming a source does not change whom it mints for
+  const auto& [name, type, endpoint, header, client_id, object_id, resource_id, path,
+               passthrough_resources] = s;
+  // A label and a policy: neither changes whom the source mints for (the policy is checked at
+  // every request, so a cached token is never served past a tightened list).
+  (void)name;
+  (void)passthrough_resources;
   return std::tie(type, endpoint, header, client_id, object_id, resource_id, path);
 }
 

@@ -204,11 +204,16 @@ asio::awaitable<TokenResult> Broker::fetch_from_source_once(const std::string& s
     co_return UpstreamError::permanent("invalid_request",
                                        "source '" + source_name + "' is no longer configured");
   }
-  const bool imds = it->second->under_imds_budget();
-  const std::string_view kind = it->second->label();  // static storage: outlives a reload
-  if (imds) co_await imds_budget_.acquire();
+  // Held across the fetch: a reload replaces sources_ while this one may be suspended in it.
+  const std::shared_ptr<TokenSource> source = it->second;
+  const bool imds = source->under_imds_budget();
+  const std::string_view kind = source->label();  // static storage: outlives a reload
+  // Turns per identity, assertions apart from plain tokens: a caller flooding one identity with
+  // plain-token requests cannot starve the assertion every target's exchange needs.
+  if (imds)
+    co_await imds_budget_.acquire(source_name + (is_exchange_audience(resource) ? "#a" : "#p"));
   const auto start = clock_.now();
-  TokenResult result = co_await it->second->fetch(resource);
+  TokenResult result = co_await source->fetch(resource);
   if (imds) imds_budget_.release();
   if (result) learn_identity(source_name);
   metrics_.observe_upstream(kind, "", seconds_since(clock_, start), result.has_value());

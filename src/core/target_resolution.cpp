@@ -1,7 +1,9 @@
 #include "ficbroker/core/target_resolution.hpp"
 
 #include "ficbroker/util/encoding.hpp"
+#include "ficbroker/util/token.hpp"
 
+#include <algorithm>
 #include <stdexcept>
 
 namespace ficbroker {
@@ -43,6 +45,14 @@ void throw_exception_from_error(const Unresolved& e, const boost::source_locatio
   throw std::runtime_error("unresolved token query: " + e.description);
 }
 
+bool passthrough_allowed(const SourceConfig& source, std::string_view resource) {
+  if (source.passthrough_resources) {
+    const auto& allowed = *source.passthrough_resources;
+    return std::find(allowed.begin(), allowed.end(), resource) != allowed.end();
+  }
+  return !is_exchange_audience(resource);
+}
+
 const SourceConfig* source_for_selector(SelectorKind selector, std::string_view value,
                                         const Config& config, const SourceIdentities& identities) {
   const std::string wanted = ascii_lower(value);
@@ -71,6 +81,10 @@ ResolveResult resolve_query(const TokenQuery& query, const Config& config,
     r = Resolved{target, nullptr};
   } else {
     r = Unresolved{"no default target is configured; pass tenant= or client_id="};
+  }
+  if (r && r->source && !passthrough_allowed(*r->source, query.resource)) {
+    return Unresolved{"resource '" + query.resource + "' is not allowed for the plain tokens of " +
+                      "source '" + r->source->name + "' (see passthrough_resources)"};
   }
   if (!r || !r->target || r->target->allowed_resources.empty()) return r;
   for (const auto& res : r->target->allowed_resources) {

@@ -22,7 +22,7 @@ std::chrono::nanoseconds RateWindow::try_acquire(std::chrono::steady_clock::time
   return std::chrono::nanoseconds::zero();
 }
 
-asio::awaitable<void> UpstreamBudget::acquire() {
+asio::awaitable<void> UpstreamBudget::acquire(std::string identity) {
   if (queue_.empty()) {
     if (window_.try_acquire(std::chrono::steady_clock::now()) == std::chrono::nanoseconds::zero()) {
       co_return;
@@ -30,9 +30,9 @@ asio::awaitable<void> UpstreamBudget::acquire() {
   }
   ++waits_;
   asio::steady_timer timer(executor_);
-  queue_.push_back(&timer);
+  queue_.push(identity, &timer);
   for (;;) {
-    if (queue_.front() == &timer) {
+    if (queue_.front() == &timer) {  // its turn
       const auto wait = window_.try_acquire(std::chrono::steady_clock::now());
       if (wait == std::chrono::nanoseconds::zero()) break;
       timer.expires_after(wait);
@@ -42,7 +42,7 @@ asio::awaitable<void> UpstreamBudget::acquire() {
     co_await timer.async_wait(use_nothrow);
   }
   queue_.pop_front();
-  if (!queue_.empty()) queue_.front()->cancel();  // the next in line re-checks
+  if (!queue_.empty()) queue_.front()->cancel();  // the next turn re-checks
 }
 
 void UpstreamBudget::release() {

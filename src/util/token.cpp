@@ -83,4 +83,16 @@ std::string fingerprint(std::string_view secret) {
   return out;
 }
 
+bool is_exchange_audience(std::string_view resource) {
+  // Scheme and host are case-insensitive to Entra; the cloud variants and paths share the prefix.
+  constexpr std::string_view kPrefix = "api://azureadtokenexchange";
+  if (resource.size() < kPrefix.size()) return false;
+  for (std::size_t i = 0; i < kPrefix.size(); ++i) {
+    const char c = resource[i];
+    const char lower = (c >= 'A' && c <= 'Z') ? static_cast<char>(c + 32) : c;
+    if (lower != kPrefix[i]) return false;
+  }
+  return true;
+}
+
 }  // namespace ficbroker

@@ -926,6 +926,55 @@ TEST_F(HardeningListenerTest, ReloadIsAppliedWholeOrRefusedNamingTheKeysThatNeed
   EXPECT_EQ(broker.get("/healthz").status, 200u);
 }
 
+// A selector naming the source's own identity: a plain token, but never the FIC assertion unless
+// the source lists the exchange audience, and only within passthrough_resources when it is set.
+TEST_F(HardeningListenerTest, PlainTokensNeverHandOutTheFicAssertionByDefault) {
+  Broker broker(dir_, default_config(*emulator_), "passthrough-default");
+  const auto plain = [&](const std::string& resource) {
+    return broker.get_with_metadata(
+        "/metadata/identity/oauth2/token?api-version=2018-02-01&resource=" + resource +
+        "&client_id=" + kUamiClientId);
+  };
+  const auto before = stat_count(emulator_->stats(), "imds");
+  for (const std::string audience :
+       {"api://AzureADTokenExchange", "API://azureadtokenexchange",
+        "api://AzureADTokenExchangeUSGov", "api://AzureADTokenExchange/"}) {
+    const auto r = plain(audience);
+    EXPECT_EQ(r.status, 400u) << audience << ": " << r.body;
+    EXPECT_NE(r.body.find("passthrough_resources"), std::string::npos) << r.body;
+    EXPECT_EQ(r.body.find("access_token"), std::string::npos) << r.body;
+  }
+  // The same through App Service's protocol and the broker's own /token route.
+  EXPECT_EQ(broker
+                .get("/msi/token?api-version=2019-08-01&resource=api://AzureADTokenExchange&"
+                     "client_id=" +
+                         std::string(kUamiClientId),
+                     {{"X-IDENTITY-HEADER", kIdentityHeader}})
+                .status,
+            400u);
+  EXPECT_EQ(broker
+                .get_with_metadata("/token?scope=api://AzureADTokenExchange/.default&client_id=" +
+                                   std::string(kUamiClientId))
+                .status,
+            400u);
+  EXPECT_EQ(stat_count(emulator_->stats(), "imds"), before) << "a refused request reached IMDS";
+  // Any other resource is served as IMDS would.
+  EXPECT_EQ(plain(kVault).status, 200u);
+}
+
+TEST_F(HardeningListenerTest, PassthroughResourcesIsAnAllowList) {
+  auto config = default_config_object(*emulator_);
+  config["sources"].as_object()["uami"].as_object()["passthrough_resources"] = {kVault};
+  Broker broker(dir_, json::serialize(config), "passthrough-list");
+  const std::string plain = "/metadata/identity/oauth2/token?api-version=2018-02-01&client_id=" +
+                            std::string(kUamiClientId) + "&resource=";
+  EXPECT_EQ(broker.get_with_metadata(plain + kVault).status, 200u);
+  EXPECT_EQ(broker.get_with_metadata(plain + kGraph).status, 400u);
+  EXPECT_EQ(broker.get_with_metadata(plain + "api://AzureADTokenExchange").status, 400u);
+  // Exchanged tokens for targets are not affected by the source's list.
+  EXPECT_EQ(broker.get_with_metadata(token_target(kGraph)).status, 200u);
+}
+
 // A listening socket as the service manager would hold it: bound by someone other than the broker.
 int bound_listener() {
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);  // inherited by the broker: no CLOEXEC
@@ -1013,6 +1062,9 @@ TEST_F(HardeningListenerTest, TokensAssertionsAndSecretsNeverReachTheLog) {
   auto config = default_config_object(*emulator_);
   config["log_level"] = "debug";
   config["sources"].as_object()["wi"] = {{"type", "workload_identity"}, {"path", token_file}};
+  // Plain tokens for the exchange audience are the assertion itself: served only when listed.
+  config["sources"].as_object()["uami"].as_object()["passthrough_resources"] = {
+      "api://AzureADTokenExchange", "https://vault.azure.net"};
   config["targets"] = json::array{
       {{"tenant_id", kTenantA}, {"client_id", kApp}, {"source", "wi"}, {"default", true}},
       {{"tenant_id", kTenantB}, {"client_id", kApp}, {"source", "uami"}}};

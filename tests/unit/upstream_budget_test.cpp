@@ -56,3 +56,35 @@ TEST(RateWindowTest, TwentyPerSecondAllowsTwentyCallsPerSecondOnAverage) {
 
 }  // namespace
 }  // namespace ficbroker
+
+namespace ficbroker {
+namespace {
+
+TEST(FairQueueTest, IdentitiesTakeTurnsSoAFloodWaitsBehindItself) {
+  FairQueue<int> q;
+  for (int i = 0; i < 100; ++i) q.push("flooder#p", i);  // one caller's pass-through flood
+  q.push("uami#a", 1000);                                // an assertion every target needs
+  q.push("other#p", 2000);
+  std::vector<int> order;
+  for (int i = 0; i < 4; ++i) {
+    order.push_back(q.front());
+    q.pop_front();
+  }
+  EXPECT_EQ(order, (std::vector<int>{0, 1000, 2000, 1}));
+}
+
+TEST(FairQueueTest, WithinAnIdentityArrivalOrderIsKept) {
+  FairQueue<int> q;
+  q.push("a", 1);
+  q.push("a", 2);
+  q.push("a", 3);
+  std::vector<int> order;
+  while (!q.empty()) {
+    order.push_back(q.front());
+    q.pop_front();
+  }
+  EXPECT_EQ(order, (std::vector<int>{1, 2, 3}));
+}
+
+}  // namespace
+}  // namespace ficbroker

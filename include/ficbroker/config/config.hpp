@@ -31,6 +31,10 @@ struct SourceConfig {
   std::string object_id;
   std::string resource_id;
   std::string path;  // workload_identity, file: the token file
+  // imds, app_service: the resources plain managed-identity tokens of this identity may be asked
+  // for (a selector naming the identity). nullopt: any resource except the FIC exchange audiences
+  // (api://AzureADTokenExchange*), whose tokens are the assertion itself.
+  std::optional<std::vector<std::string>> passthrough_resources;
 };
 
 /// The ids one managed identity is known by; an empty member is not known.

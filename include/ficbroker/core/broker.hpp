@@ -98,7 +98,7 @@ class Broker {
   Logger& log_;
   Metrics& metrics_;
   TokenCache cache_;
-  std::map<std::string, std::unique_ptr<TokenSource>> sources_;
+  std::map<std::string, std::shared_ptr<TokenSource>> sources_;
   SourceIdentities identities_;  // what resolve_target matches selectors against
   std::vector<std::string> prewarm_keys_;
   RetryPolicy retry_;

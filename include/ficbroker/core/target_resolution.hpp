@@ -41,6 +41,12 @@ using SourceIdentities = std::map<std::string, IdentityIds, std::less<>>;
 ResolveResult resolve_query(const TokenQuery& query, const Config& config,
                             const SourceIdentities& identities);
 
+/// Whether a plain managed-identity token of `source` may be handed out for `resource`: the
+/// source's passthrough_resources when configured, else any resource except the FIC exchange
+/// audiences. A token for api://AzureADTokenExchange is the assertion itself: whoever holds it can
+/// mint tokens for any scope of every app that trusts the identity, past every allowed_resources.
+bool passthrough_allowed(const SourceConfig& source, std::string_view resource);
+
 /// The source whose identity a selector names (ids compare case-insensitively), or nullptr.
 const SourceConfig* source_for_selector(SelectorKind selector, std::string_view value,
                                         const Config& config, const SourceIdentities& identities);

@@ -12,6 +12,9 @@
 #include <chrono>
 #include <cstdint>
 #include <deque>
+#include <functional>
+#include <map>
+#include <string>
 
 namespace ficbroker {
 
@@ -35,20 +38,52 @@ class RateWindow {
   std::chrono::steady_clock::time_point last_{};
 };
 
+/// Waiters per identity, served in turns: one identity's flood waits behind itself and cannot
+/// starve the others. Pure bookkeeping; UpstreamBudget does the waiting.
+template <class Waiter>
+class FairQueue {
+ public:
+  bool empty() const { return turns_.empty(); }
+  void push(const std::string& identity, Waiter w) {
+    auto& queue = queues_[identity];
+    if (queue.empty()) turns_.push_back(identity);
+    queue.push_back(w);
+  }
+  /// The waiter whose turn it is. Precondition: !empty().
+  Waiter front() const { return queues_.at(turns_.front()).front(); }
+  /// Removes front(); its identity, if it still has waiters, goes to the back of the turns.
+  void pop_front() {
+    const std::string identity = turns_.front();
+    turns_.pop_front();
+    auto it = queues_.find(identity);
+    it->second.pop_front();
+    if (it->second.empty()) {
+      queues_.erase(it);
+    } else {
+      turns_.push_back(identity);
+    }
+  }
+
+ private:
+  std::map<std::string, std::deque<Waiter>, std::less<>> queues_;
+  std::deque<std::string> turns_;  // identities with waiters, whose turn is next first
+};
+
 class UpstreamBudget {
  public:
   UpstreamBudget(asio::any_io_executor executor, double per_second, int burst, int max_concurrent)
       : executor_(std::move(executor)), window_(per_second, burst, max_concurrent) {}
 
-  /// Waits until a call may start; pair every acquire() with release().
-  asio::awaitable<void> acquire();
+  /// Waits until a call for `identity` may start; pair every acquire() with release(). Waiters
+  /// of different identities take turns.
+  asio::awaitable<void> acquire(std::string identity);
   void release();
   std::uint64_t waits() const { return waits_; }
 
  private:
   asio::any_io_executor executor_;
   RateWindow window_;
-  std::deque<asio::steady_timer*> queue_;  // waiters in arrival order
+  FairQueue<asio::steady_timer*> queue_;
   std::uint64_t waits_ = 0;
 };
 

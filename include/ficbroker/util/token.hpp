@@ -64,6 +64,10 @@ std::string resource_to_scope(std::string_view resource);
 /// The inverse for `scope=` requests: strips one trailing `/.default`.
 std::string scope_to_resource(std::string_view scope);
 
+/// Whether `resource` is a FIC exchange audience (api://AzureADTokenExchange, its cloud variants
+/// …USGov and …China, any case, any path): a token for it is an assertion.
+bool is_exchange_audience(std::string_view resource);
+
 /// A short, non-reversible fingerprint of a secret for logs (first 8 hex digits of SHA-256).
 std::string fingerprint(std::string_view secret);
 
