@@ -53,6 +53,7 @@ struct App {
     settings.identity_header = cfg.identity_header;
     settings.transparent = cfg.transparent;
     settings.allowed_hosts = cfg.allowed_hosts;
+    settings.metrics_listener = !cfg.metrics_host.empty();
     log.set_level(parse_log_level(cfg.log_level));
   }
 
@@ -78,11 +79,14 @@ asio::awaitable<void> drain(HttpServer& server, asio::io_context& ioc) {
 }
 
 // Written once listening, atomically: a reader sees the whole file or none.
-void write_ready_file(const std::string& path, const std::string& listen) {
+void write_ready_file(const std::string& path, const std::string& listen,
+                      const std::string& metrics_listen) {
   const std::string tmp = path + ".tmp";
   {
     std::ofstream out(tmp);
-    out << "{\"listen\":\"" << listen << "\",\"pid\":" << ::getpid() << "}\n";
+    out << "{\"listen\":\"" << listen << "\",";
+    if (!metrics_listen.empty()) out << "\"metrics_listen\":\"" << metrics_listen << "\",";
+    out << "\"pid\":" << ::getpid() << "}\n";
     out.flush();
     if (!out) throw std::runtime_error("cannot write the ready file '" + tmp + "'");
   }
@@ -136,6 +140,11 @@ ServerLimits server_limits(const Config& config, Logger& log) {
   return limits;
 }
 
+std::string host_port(const std::string& host, std::uint16_t port) {
+  return (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" +
+         std::to_string(port);
+}
+
 // Binds every configured listener, or serves the sockets systemd passed instead; returns what the
 // ready file and the log call the address.
 std::string open_listeners(HttpServer& server, const Config& config, Logger& log) {
@@ -155,10 +164,8 @@ std::string open_listeners(HttpServer& server, const Config& config, Logger& log
     return listen;
   }
   if (config.listen_tcp) {
-    const auto port = server.listen_tcp(config.listen_host, config.listen_port);
-    listen = (config.listen_host.find(':') != std::string::npos ? "[" + config.listen_host + "]"
-                                                                : config.listen_host) +
-             ":" + std::to_string(port);
+    listen =
+        host_port(config.listen_host, server.listen_tcp(config.listen_host, config.listen_port));
   }
   if (!config.unix_socket.path.empty()) {
     server.listen_unix(config.unix_socket.path, config.unix_socket.allowed_uids);
@@ -197,12 +204,29 @@ void reload(App& app, const DaemonOptions& options) {
   app.apply_settings(*fresh);
 }
 
+// The metrics listener, when metrics_listen is set: operations routes only, small limits.
+std::unique_ptr<HttpServer> open_metrics_listener(asio::io_context& ioc, App& app,
+                                                  const Config& config, std::string& address) {
+  if (config.metrics_host.empty()) return nullptr;
+  ServerLimits limits;
+  limits.max_connections = 64;
+  auto server = std::make_unique<HttpServer>(
+      ioc.get_executor(),
+      [&app](RequestView view) { return app.front_door.serve_operations(view); }, limits, app.log,
+      app.metrics);
+  address =
+      host_port(config.metrics_host, server->listen_tcp(config.metrics_host, config.metrics_port));
+  return server;
+}
+
 int serve_until_stopped(asio::io_context& ioc, App& app, std::shared_ptr<const Config> config,
                         const DaemonOptions& options) {
   HttpServer server(
       ioc.get_executor(), [&app](RequestView view) { return app.front_door.serve(view); },
       server_limits(*config, app.log), app.log, app.metrics);
   const std::string listen = open_listeners(server, *config, app.log);
+  std::string metrics_listen;
+  const auto metrics_server = open_metrics_listener(ioc, app, *config, metrics_listen);
   asio::co_spawn(ioc, app.broker.cache().run_refresher(),
                  on_task_exit(app.log, "refresher", TaskRole::must_not_die));
   asio::co_spawn(ioc, app.broker.run_prewarm(),
@@ -218,15 +242,17 @@ int serve_until_stopped(asio::io_context& ioc, App& app, std::shared_ptr<const C
     }
     app.log.info("shutting_down", {{"signal", signo}});
     server.stop();
+    if (metrics_server) metrics_server->stop();
     app.broker.stop();
     asio::co_spawn(ioc, drain(server, ioc), on_task_exit(app.log, "drain", TaskRole::may_end));
   };
   signals.async_wait(on_signal);
 
   app.log.info("listening", {{"listen", listen},
+                             {"metrics_listen", metrics_listen},
                              {"targets", static_cast<std::int64_t>(config->targets.size())},
                              {"sources", static_cast<std::int64_t>(config->sources.size())}});
-  if (!options.ready_file.empty()) write_ready_file(options.ready_file, listen);
+  if (!options.ready_file.empty()) write_ready_file(options.ready_file, listen, metrics_listen);
   ioc.run();
   app.log.info("stopped");
   return 0;

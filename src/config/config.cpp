@@ -527,6 +527,22 @@ void parse_listener(Validator& v, const json::object& obj, Config& config) {
   }
 }
 
+void parse_metrics_listen(Validator& v, const json::object& obj, Config& config) {
+  auto text = v.string_at(obj, "metrics_listen", "metrics_listen");
+  if (!text) return;
+  auto address = parse_listen_address(*text);
+  if (!address) {
+    v.error("metrics_listen", "'" + *text + "' is not host:port (IPv6 as [addr]:port)");
+  } else if (!config.allow_remote && !is_loopback(address->host)) {
+    v.error("metrics_listen", "'" + address->host +
+                                  "' is not a loopback address; set \"allow_remote\": true to "
+                                  "expose metrics beyond this host");
+  } else {
+    config.metrics_host = address->host;
+    config.metrics_port = address->port;
+  }
+}
+
 void parse_identity_header(Validator& v, const json::object& obj, Config& config) {
   const auto header = v.string_at(obj, "identity_header", "identity_header");
   const auto header_file = v.string_at(obj, "identity_header_file", "identity_header_file");
@@ -729,12 +745,13 @@ ConfigLoad parse_config(std::string_view text, const EnvLookup& env) {
   }
   const auto& obj = root.get_object();
   v.reject_unknown(obj, "",
-                   {"listen", "allow_remote", "allowed_hosts", "transparent", "authority_host",
-                    "ca_file", "identity_header", "identity_header_file", "log_level", "cache",
-                    "server", "unix_socket", "sources", "targets"});
+                   {"listen", "metrics_listen", "allow_remote", "allowed_hosts", "transparent",
+                    "authority_host", "ca_file", "identity_header", "identity_header_file",
+                    "log_level", "cache", "server", "unix_socket", "sources", "targets"});
   Config config;
   std::optional<Url> global_authority;
   parse_listener(v, obj, config);
+  parse_metrics_listen(v, obj, config);
   parse_globals(v, obj, config, global_authority);
   parse_identity_header(v, obj, config);
   parse_cache(v, obj, config);
@@ -751,6 +768,9 @@ std::vector<std::string> keys_needing_restart(const Config& running, const Confi
   if (running.listen_tcp != fresh.listen_tcp || running.listen_host != fresh.listen_host ||
       running.listen_port != fresh.listen_port || running.allow_remote != fresh.allow_remote) {
     keys.emplace_back("listen");
+  }
+  if (running.metrics_host != fresh.metrics_host || running.metrics_port != fresh.metrics_port) {
+    keys.emplace_back("metrics_listen");
   }
   if (running.unix_socket != fresh.unix_socket) keys.emplace_back("unix_socket");
   if (running.ca_file != fresh.ca_file) keys.emplace_back("ca_file");

@@ -73,9 +73,26 @@ std::optional<FrontDoor::Immediate> FrontDoor::answer_now(RouteDecision& decisio
   return now;
 }
 
+asio::awaitable<Reply> FrontDoor::serve_operations(RequestView view) {
+  const auto started = std::chrono::steady_clock::now();
+  RouteDecision decision = route_request(view, settings_);
+  if (!decision.reply && route_kind(decision.route) != RouteKind::operations) {
+    decision.reply =
+        error_reply(404, "not_found", "this listener serves /metrics, /healthz and /readyz only",
+                    decision.route);
+  }
+  Immediate now = *answer_now(decision);  // operations routes and refusals never wait
+  record(decision, now.reply, false, started);
+  co_return std::move(now.reply);
+}
+
 asio::awaitable<Reply> FrontDoor::serve(RequestView view) {
   const auto started = std::chrono::steady_clock::now();
   RouteDecision decision = route_request(view, settings_);
+  if (decision.route == Route::metrics && settings_.metrics_listener && !decision.reply) {
+    decision.reply = error_reply(404, "not_found",
+                                 "/metrics is served on the metrics_listen address", Route::none);
+  }
   std::optional<Immediate> now = answer_now(decision);
   if (now) {
     record(decision, now->reply, now->cached, started);

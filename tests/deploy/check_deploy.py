@@ -141,7 +141,7 @@ def parse_jsonc(text: str, where: str):
         raise CheckError(f"{where}: not valid JSON with comments: {e}") from None
 
 
-TOP_KEYS = {"listen", "allow_remote", "allowed_hosts", "transparent", "authority_host", "ca_file",
+TOP_KEYS = {"listen", "metrics_listen", "allow_remote", "allowed_hosts", "transparent", "authority_host", "ca_file",
             "identity_header", "identity_header_file", "log_level", "cache", "server", "unix_socket",
             "sources", "targets"}
 CACHE_KEYS = {"min_validity_seconds", "idle_ttl_seconds", "max_entries", "max_entries_per_target",

@@ -975,6 +975,32 @@ TEST_F(HardeningListenerTest, PassthroughResourcesIsAnAllowList) {
   EXPECT_EQ(broker.get_with_metadata(token_target(kGraph)).status, 200u);
 }
 
+TEST_F(HardeningListenerTest, MetricsCanHaveTheirOwnListenerThatServesNoTokens) {
+  auto config = default_config_object(*emulator_);
+  config["metrics_listen"] = "127.0.0.1:0";
+  Broker broker(dir_, json::serialize(config), "metrics-apart");
+  const auto ready = json::parse(read_file(dir_.file("metrics-apart.ready"))).as_object();
+  const std::string metrics_listen(ready.at("metrics_listen").as_string());
+  const auto metrics_port =
+      static_cast<unsigned short>(std::stoi(metrics_listen.substr(metrics_listen.rfind(':') + 1)));
+  ASSERT_NE(metrics_port, broker.port());
+  ASSERT_EQ(broker.get_with_metadata(token_target(kGraph)).status, 200u);
+
+  const auto scrape = http_request("127.0.0.1", metrics_port, "GET", "/metrics", {});
+  EXPECT_EQ(scrape.status, 200u);
+  EXPECT_TRUE(metric_value(scrape.body, "ficbroker_cache_hits_total").has_value()) << scrape.body;
+  EXPECT_EQ(http_request("127.0.0.1", metrics_port, "GET", "/healthz", {}).status, 200u);
+  // The scraper's port never hands out a token, whatever the request says.
+  const auto token = http_request(
+      "127.0.0.1", metrics_port, "GET",
+      "/metadata/identity/oauth2/token?api-version=2018-02-01&resource=" + std::string(kGraph),
+      {{"Metadata", "true"}});
+  EXPECT_EQ(token.status, 404u) << token.body;
+  EXPECT_EQ(token.body.find("access_token"), std::string::npos);
+  // And the token listener no longer serves /metrics.
+  EXPECT_EQ(broker.get("/metrics").status, 404u);
+}
+
 // A listening socket as the service manager would hold it: bound by someone other than the broker.
 int bound_listener() {
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);  // inherited by the broker: no CLOEXEC

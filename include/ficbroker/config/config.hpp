@@ -97,6 +97,10 @@ struct Config {
   std::string listen_host = "127.0.0.1";
   std::uint16_t listen_port = 8181;
   bool listen_tcp = true;  // "listen": null turns the TCP listener off (Unix socket only)
+  // "metrics_listen": a separate listener for /metrics, /healthz and /readyz only; /metrics is then
+  // no longer served on the token listener. Empty host: none.
+  std::string metrics_host;
+  std::uint16_t metrics_port = 0;
   bool allow_remote = false;
   bool transparent = false;  // also accept Host: 169.254.169.254 (iptables redirect)
   std::vector<std::string> allowed_hosts;

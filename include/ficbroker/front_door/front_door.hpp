@@ -33,6 +33,9 @@ class FrontDoor {
 
   /// Answers one request: route, dispatch, count, log.
   asio::awaitable<Reply> serve(RequestView view);
+  /// The metrics listener's door: the operations routes (/metrics, /healthz, /readyz) only, so a
+  /// scraper's port never serves tokens.
+  asio::awaitable<Reply> serve_operations(RequestView view);
 
   struct Immediate {
     Reply reply;

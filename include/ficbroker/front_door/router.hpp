@@ -57,6 +57,7 @@ struct RouterSettings {
   std::string identity_header;  // empty: the App Service routes are disabled
   bool transparent = false;
   std::vector<std::string> allowed_hosts;  // lower case, with or without :port
+  bool metrics_listener = false;           // /metrics has its own listener (metrics_listen)
 };
 
 RouteDecision route_request(const RequestView& request, const RouterSettings& settings);
