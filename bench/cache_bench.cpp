@@ -368,7 +368,7 @@ void BM_HitPathUserSpace(benchmark::State& state) {
       state.SkipWithError("not a cache hit");
       return;
     }
-    metrics.count_request(d.route, now->reply.status);
+    metrics.count_request(route_name(d.route), now->reply.status);
     body_bytes = now->reply.body.size();
     benchmark::DoNotOptimize(now->reply.body.data());
   }

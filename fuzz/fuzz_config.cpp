@@ -9,6 +9,7 @@
 // fuzzers with stdin from /dev/null so that a path such as /dev/stdin cannot block.
 #include "ficbroker/config/config.hpp"
 #include "ficbroker/core/target_resolution.hpp"
+#include "ficbroker/front_door/front_door.hpp"
 #include "ficbroker/front_door/router.hpp"
 #include "ficbroker/util/encoding.hpp"
 #include "ficbroker/util/url.hpp"

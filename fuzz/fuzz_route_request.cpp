@@ -15,6 +15,7 @@
 // with allowed_resources only for one of them.
 #include "ficbroker/config/config.hpp"
 #include "ficbroker/core/target_resolution.hpp"
+#include "ficbroker/front_door/front_door.hpp"
 #include "ficbroker/front_door/router.hpp"
 #include "ficbroker/util/encoding.hpp"
 #include "ficbroker/util/token.hpp"

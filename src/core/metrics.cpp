@@ -119,7 +119,7 @@ void Metrics::render_requests(std::string& out) const {
          "HTTP requests answered, by route and status.");
   for (const auto& [key, count] : requests_) {
     out.append("ficbroker_requests_total{route=");
-    append_label_value(out, route_name(key.first));
+    append_label_value(out, key.first);
     out.append(",status=\"").append(std::to_string(key.second)).append("\"} ");
     out.append(std::to_string(count)).append("\n");
   }

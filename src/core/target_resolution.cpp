@@ -94,21 +94,4 @@ ResolveResult resolve_query(const TokenQuery& query, const Config& config,
                     r->target->tenant_id + "'"};
 }
 
-Reply unresolved_reply(const Unresolved& unresolved, Route route) {
-  return error_reply(400, "invalid_request", unresolved.description, route);
-}
-
-Resolution resolve_target(const TokenQuery& query, Route route, const Config& config,
-                          const SourceIdentities& identities) {
-  Resolution out;
-  const ResolveResult r = resolve_query(query, config, identities);
-  if (!r) {
-    out.error = unresolved_reply(r.error(), route);
-    return out;
-  }
-  out.target = r->target;
-  out.source = r->source;
-  return out;
-}
-
 }  // namespace ficbroker

@@ -13,6 +13,23 @@ std::string_view outcome_of(bool cached, const Reply& reply) {
 
 }  // namespace
 
+Reply unresolved_reply(const Unresolved& unresolved, Route route) {
+  return error_reply(400, "invalid_request", unresolved.description, route);
+}
+
+Resolution resolve_target(const TokenQuery& query, Route route, const Config& config,
+                          const SourceIdentities& identities) {
+  Resolution out;
+  const ResolveResult r = resolve_query(query, config, identities);
+  if (!r) {
+    out.error = unresolved_reply(r.error(), route);
+    return out;
+  }
+  out.target = r->target;
+  out.source = r->source;
+  return out;
+}
+
 Reply upstream_error_reply(const UpstreamError& error, Route route) {
   return error_reply(http_status(error), error.error.empty() ? "server_error" : error.error,
                      error.description, route, error.retry_after_seconds);
@@ -108,7 +125,7 @@ asio::awaitable<Reply> FrontDoor::serve(RequestView view) {
 
 void FrontDoor::record(const RouteDecision& decision, const Reply& reply, bool cached,
                        std::chrono::steady_clock::time_point started) {
-  metrics_.count_request(decision.route, reply.status);
+  metrics_.count_request(route_name(decision.route), reply.status);
   // Probes and scrapes would drown the log; refusals (Route::none included) are logged.
   const bool quiet =
       decision.route != Route::none && route_kind(decision.route) == RouteKind::operations;

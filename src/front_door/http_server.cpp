@@ -189,7 +189,7 @@ struct HttpServer::Impl : std::enable_shared_from_this<Impl> {
         // Tell a broken client why, then hang up: its position in the stream is unknown.
         const unsigned status = http_status_for(parsed.status);
         Reply reply = error_reply(status, "invalid_request", parsed.reason, Route::none);
-        metrics.count_request(Route::none, status);
+        metrics.count_request(route_name(Route::none), status);
         build_head(head, reply, false, false);
         me->deadline = SessionClock::now() + limits.write_timeout;
         const std::array buffers{asio::buffer(head), asio::buffer(reply.body)};

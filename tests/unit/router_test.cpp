@@ -3,6 +3,7 @@
 #include "ficbroker/front_door/router.hpp"
 
 #include "ficbroker/core/target_resolution.hpp"
+#include "ficbroker/front_door/front_door.hpp"
 
 #include <boost/json.hpp>
 

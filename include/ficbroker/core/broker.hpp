@@ -9,7 +9,7 @@
 #include "ficbroker/config/config.hpp"
 #include "ficbroker/core/metrics.hpp"
 #include "ficbroker/core/target_resolution.hpp"
-#include "ficbroker/front_door/token_query.hpp"
+#include "ficbroker/core/token_query.hpp"
 #include "ficbroker/upstream/fetch_plan.hpp"
 #include "ficbroker/upstream/http_sender.hpp"
 #include "ficbroker/upstream/retry_policy.hpp"

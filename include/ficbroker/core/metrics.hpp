@@ -3,7 +3,6 @@
 #pragma once
 
 #include "ficbroker/cache/token_cache.hpp"
-#include "ficbroker/front_door/router.hpp"
 
 #include <array>
 #include <cstdint>
@@ -25,7 +24,8 @@ class Metrics {
     void observe(double seconds);
   };
 
-  void count_request(Route route, unsigned status) { ++requests_[{route, status}]; }
+  /// `route` is a route's label (route_name): a string with static storage, kept as a view.
+  void count_request(std::string_view route, unsigned status) { ++requests_[{route, status}]; }
   void observe_request(double seconds) { request_latency_.observe(seconds); }
   /// `upstream` is imds, app_service, file or entra; `tenant` empty for managed identity.
   void observe_upstream(std::string_view upstream, std::string_view tenant, double seconds,
@@ -41,7 +41,7 @@ class Metrics {
   void render_requests(std::string& out) const;
   void render_upstreams(std::string& out) const;
 
-  std::map<std::pair<Route, unsigned>, std::uint64_t> requests_;
+  std::map<std::pair<std::string_view, unsigned>, std::uint64_t> requests_;
   Histogram request_latency_;
   std::map<std::pair<std::string, std::string>, Histogram> upstream_latency_;
   std::map<std::pair<std::string, std::string>, std::uint64_t> upstream_failures_;

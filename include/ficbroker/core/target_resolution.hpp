@@ -3,9 +3,7 @@
 #pragma once
 
 #include "ficbroker/config/config.hpp"
-#include "ficbroker/front_door/request.hpp"
-#include "ficbroker/front_door/router.hpp"
-#include "ficbroker/front_door/token_query.hpp"
+#include "ficbroker/core/token_query.hpp"
 
 #include <boost/system/result.hpp>
 
@@ -50,18 +48,5 @@ bool passthrough_allowed(const SourceConfig& source, std::string_view resource);
 /// The source whose identity a selector names (ids compare case-insensitively), or nullptr.
 const SourceConfig* source_for_selector(SelectorKind selector, std::string_view value,
                                         const Config& config, const SourceIdentities& identities);
-
-/// resolve_query with the error as the HTTP answer a route gives it. Exactly one of
-/// `target`/`source` is set unless `error` is.
-struct Resolution {
-  const TargetConfig* target = nullptr;
-  const SourceConfig* source = nullptr;  // plain managed-identity token from this source
-  std::optional<Reply> error;
-};
-Resolution resolve_target(const TokenQuery& query, Route route, const Config& config,
-                          const SourceIdentities& identities);
-
-/// The answer to an unresolvable query on `route`.
-Reply unresolved_reply(const Unresolved& unresolved, Route route);
 
 }  // namespace ficbroker

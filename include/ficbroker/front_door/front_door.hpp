@@ -7,6 +7,7 @@
 
 #include "ficbroker/core/broker.hpp"
 #include "ficbroker/core/metrics.hpp"
+#include "ficbroker/core/target_resolution.hpp"
 #include "ficbroker/front_door/request.hpp"
 #include "ficbroker/front_door/router.hpp"
 #include "ficbroker/util/asio.hpp"
@@ -16,6 +17,19 @@
 #include <optional>
 
 namespace ficbroker {
+
+/// resolve_query with the error as the HTTP answer a route gives it. Exactly one of
+/// `target`/`source` is set unless `error` is.
+struct Resolution {
+  const TargetConfig* target = nullptr;
+  const SourceConfig* source = nullptr;  // plain managed-identity token from this source
+  std::optional<Reply> error;
+};
+Resolution resolve_target(const TokenQuery& query, Route route, const Config& config,
+                          const SourceIdentities& identities);
+
+/// The answer to an unresolvable query on `route`.
+Reply unresolved_reply(const Unresolved& unresolved, Route route);
 
 /// The answer for an upstream failure: its status, OAuth error and Retry-After. The one place an
 /// UpstreamError becomes HTTP.

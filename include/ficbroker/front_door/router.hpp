@@ -7,8 +7,8 @@
 // shape of its errors. Adding a door is adding a row and its tests.
 #pragma once
 
+#include "ficbroker/core/token_query.hpp"
 #include "ficbroker/front_door/request.hpp"
-#include "ficbroker/front_door/token_query.hpp"
 
 #include <functional>
 #include <map>
