@@ -350,9 +350,12 @@ void TokenCache::invalidate(std::string_view key) {
 }
 
 void TokenCache::invalidate_prefix(std::string_view prefix) {
+  // In-flight entries go too: their fetch was started for what is being forgotten (a target
+  // re-pointed by a reload). It still answers the callers already waiting on it, but it finds no
+  // entry to store into, so nothing it brings back is served afterwards.
   for (auto it = entries_.begin(); it != entries_.end();) {
     auto next = std::next(it);
-    if (std::string_view(it->first).starts_with(prefix) && !it->second.flight) erase(it);
+    if (std::string_view(it->first).starts_with(prefix)) erase(it);
     it = next;
   }
 }

@@ -597,6 +597,25 @@ TEST_F(TokenCacheTest, InvalidateForgetsTheToken) {
   }());
 }
 
+TEST_F(TokenCacheTest, InvalidatePrefixDropsAKeyInFlightSoItsResultIsNeverServed) {
+  make_cache();
+  close_gate();
+  std::optional<TokenResult> waiter;
+  run_coro(ioc_, [&]() -> asio::awaitable<void> {
+    asio::co_spawn(ioc_, get("t\x1fold-tenant\x1fscope"),
+                   [&](std::exception_ptr, TokenResult r) { waiter = std::move(r); });
+    co_await yield_until([&] { return fetches_ == 1; });
+    // A reload re-points the target while its fetch is in flight.
+    cache_->invalidate_prefix("t\x1fold-tenant\x1f");
+    open_gate();
+    co_await yield_until([&] { return waiter.has_value(); });
+  }());
+  ASSERT_TRUE(waiter.has_value());
+  EXPECT_TRUE(waiter->has_value()) << "the caller that was waiting still gets its answer";
+  EXPECT_EQ(found("t\x1fold-tenant\x1fscope"), nullptr)
+      << "a fetch started for the old target was stored after the reload";
+}
+
 TEST_F(TokenCacheTest, InvalidateAlsoForgetsANegativeEntry) {
   make_cache();
   next_error_ = failure(UpstreamError::Kind::permanent, "nope");

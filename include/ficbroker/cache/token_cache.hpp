@@ -107,7 +107,8 @@ class TokenCache {
   /// Forgets the cached token for `key` (e.g. an assertion Entra rejected as expired).
   void invalidate(std::string_view key);
 
-  /// Forgets every key that starts with `prefix`, in flight or not.
+  /// Forgets every key that starts with `prefix`, in flight or not: a fetch in flight for such a
+  /// key still answers its waiters but is never stored.
   void invalidate_prefix(std::string_view prefix);
 
   /// Keeps `key` refreshed even when nobody asks for it (prewarmed keys).
