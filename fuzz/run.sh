@@ -35,7 +35,9 @@ fi
 # --- build -------------------------------------------------------------------------------------
 if [ ! -f "$build/CMakeCache.txt" ]; then
   echo "fuzz: configuring $build"
-  CXX="${CXX:-clang++-14}" cmake -S "$repo" -B "$build" -G Ninja \
+  launcher=()
+  if command -v ccache > /dev/null; then launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache); fi
+  CXX="${CXX:-clang++-14}" cmake -S "$repo" -B "$build" -G Ninja "${launcher[@]}" \
     -DFICBROKER_BUILD_FUZZ=ON -DFICBROKER_BUILD_TESTS=OFF \
     -DFICBROKER_SANITIZERS=address,undefined
 fi
