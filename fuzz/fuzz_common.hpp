@@ -2,6 +2,8 @@
 // (libFuzzer then saves the input and prints the stack), and the JSON checks several targets share.
 #pragma once
 
+#include "ficbroker/config/config.hpp"
+#include "ficbroker/core/target_resolution.hpp"
 #include "ficbroker/front_door/router.hpp"
 
 #include <boost/json.hpp>

@@ -216,7 +216,7 @@ asio::awaitable<TokenResult> Broker::fetch_from_source_once(const std::string& s
   TokenResult result = co_await source->fetch(resource);
   if (imds) imds_budget_.release();
   if (result) learn_identity(source_name);
-  metrics_.observe_upstream(kind, "", seconds_since(clock_, start), result.has_value());
+  metrics_.observe_upstream(kind, "", seconds_since(clock_, start));
   if (!result) {
     const UpstreamError& e = result.error();
     metrics_.count_upstream_failure(kind, error_class(e));
@@ -272,8 +272,7 @@ asio::awaitable<TokenResult> Broker::exchange_once(const TargetConfig& target,
   std::string scope_copy = scope;
   TokenResult result = co_await exchange_assertion(upstream_, target, std::move(scope_copy),
                                                    std::move(assertion), clock_);
-  metrics_.observe_upstream("entra", target.tenant_id, seconds_since(clock_, start),
-                            result.has_value());
+  metrics_.observe_upstream("entra", target.tenant_id, seconds_since(clock_, start));
   if (result) {
     log_.info("token_minted", {{"tenant", target.tenant_id},
                                {"app", target.client_id},

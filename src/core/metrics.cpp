@@ -87,10 +87,8 @@ void Metrics::Histogram::observe(double seconds) {
   }
 }
 
-void Metrics::observe_upstream(std::string_view upstream, std::string_view tenant, double seconds,
-                               bool ok) {
+void Metrics::observe_upstream(std::string_view upstream, std::string_view tenant, double seconds) {
   upstream_latency_[{std::string(upstream), std::string(tenant)}].observe(seconds);
-  (void)ok;
 }
 
 void Metrics::count_upstream_failure(std::string_view upstream, std::string_view error_class) {
@@ -146,6 +144,9 @@ void render_cache_stats(std::string& out, const TokenCache& cache) {
           s.evictions);
   counter(out, "ficbroker_cache_negative_hits_total",
           "Requests answered with a remembered permanent failure.", s.negative_hits);
+  counter(out, "ficbroker_cache_fetches_refused_total",
+          "Fetches refused (503) because the in-flight bound and its queue were full.",
+          s.fetches_refused);
   header(out, "ficbroker_cache_entries", "gauge", "Entries in the token cache.");
   out.append("ficbroker_cache_entries ").append(std::to_string(cache.size())).append("\n");
 }

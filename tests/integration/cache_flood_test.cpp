@@ -17,10 +17,6 @@ namespace {
 namespace json = boost::json;
 using namespace std::chrono_literals;
 
-constexpr const char* kGraph = "https://graph.microsoft.com";
-
-std::string token_target(const std::string& resource) { return "/token?resource=" + resource; }
-
 // A field of /proc/PID/status in KiB (VmRSS, VmHWM); -1 when it cannot be read.
 long proc_status_kib(pid_t pid, const std::string& field) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/status");

@@ -10,15 +10,6 @@ namespace ficbroker::testing {
 namespace {
 namespace json = boost::json;
 
-std::string str(const json::object& o, const char* key) {
-  return std::string(o.at(key).as_string());
-}
-
-std::int64_t count(const json::object& stats, const char* key) {
-  const auto* v = stats.if_contains(key);
-  return v ? v->to_number<std::int64_t>() : 0;
-}
-
 TEST_F(BrokerTest, CrossTenantTokenCarriesResourceTenantClaims) {
   const auto r = broker_->get_with_metadata(
       std::string("/token?resource=https://graph.microsoft.com&tenant=") + kTenantB);
@@ -101,7 +92,7 @@ TEST_F(BrokerTest, MissingMetadataHeaderIsRefusedAtOnce) {
     // upstream is several round trips away; 1 s is the SDK probes' own timeout.
     EXPECT_LT(elapsed, std::chrono::seconds(1));
   }
-  EXPECT_EQ(count(emulator_->stats(), "imds"), 0);
+  EXPECT_EQ(stat_count(emulator_->stats(), "imds"), 0);
 }
 
 TEST_F(BrokerTest, UnknownTenantIs400NamingTheTenant) {
@@ -109,7 +100,7 @@ TEST_F(BrokerTest, UnknownTenantIs400NamingTheTenant) {
       "/token?resource=https://graph.microsoft.com&tenant=99999999-9999-9999-9999-999999999999");
   EXPECT_EQ(r.status, 400u);
   EXPECT_NE(r.body.find("99999999-9999-9999-9999-999999999999"), std::string::npos) << r.body;
-  EXPECT_EQ(count(emulator_->stats(), "entra"), 0);
+  EXPECT_EQ(stat_count(emulator_->stats(), "entra"), 0);
 }
 
 TEST_F(BrokerTest, UnknownClientIdIs400NamingIt) {
@@ -186,8 +177,8 @@ TEST_F(BrokerTest, CachedTokenIsServedWithoutUpstreamCalls) {
   EXPECT_EQ(count(stats, "imds"), 1);
   // A different resource in the same tenant reuses the cached assertion: no second IMDS call.
   ASSERT_EQ(broker_->get_with_metadata("/token?resource=https://graph.microsoft.com").status, 200u);
-  EXPECT_EQ(count(emulator_->stats(), "imds"), 1);
-  EXPECT_EQ(count(emulator_->stats(), "entra"), 2);
+  EXPECT_EQ(stat_count(emulator_->stats(), "imds"), 1);
+  EXPECT_EQ(stat_count(emulator_->stats(), "entra"), 2);
 }
 
 TEST_F(BrokerTest, AppServiceRouteNeedsTheIdentityHeader) {
@@ -224,7 +215,7 @@ TEST_F(BrokerTest, UntrustedUpstreamCertificateIsRefused) {
   Broker strict(dir_, config, "strict");
   const auto r = strict.get_with_metadata("/token?resource=https://graph.microsoft.com");
   EXPECT_EQ(r.status, 503u) << r.body;
-  EXPECT_EQ(count(emulator_->stats(), "entra"), 0);
+  EXPECT_EQ(stat_count(emulator_->stats(), "entra"), 0);
 }
 
 TEST_F(BrokerTest, HealthAndMetricsAnswer) {

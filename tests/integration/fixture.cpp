@@ -261,4 +261,27 @@ bool wait_until(const std::function<bool()>& condition, std::chrono::millisecond
   return condition();
 }
 
+std::string token_target(const std::string& resource, const std::string& tenant) {
+  std::string t = "/token?resource=" + resource;
+  if (!tenant.empty()) t += "&tenant=" + tenant;
+  return t;
+}
+
+std::string str(const json::object& o, const char* key) {
+  const auto* v = o.if_contains(key);
+  return v && v->is_string() ? std::string(v->get_string()) : std::string{};
+}
+
+std::string access_token(const Response& r) {
+  boost::system::error_code ec;
+  const auto body = json::parse(r.body, ec);
+  return !ec && body.is_object() ? str(body.as_object(), "access_token") : std::string{};
+}
+
+double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+std::string metrics_of(const Broker& broker) { return broker.get("/metrics").body; }
+
 }  // namespace ficbroker::testing

@@ -8,8 +8,12 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
+#include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace ficbroker::testing {
 
@@ -80,17 +84,24 @@ class BrokerTest : public ::testing::Test {
   std::optional<Broker> broker_;
 };
 
-}  // namespace ficbroker::testing
+// ---- helpers shared by the suites ------------------------------------------------------------
 
-// ------------------------------------------------------------------------------------------------
-// Helpers for the hardening, ops and soak suites (appended; nothing above is changed).
-// ------------------------------------------------------------------------------------------------
-#include <chrono>
-#include <cstdint>
-#include <functional>
-#include <vector>
+inline constexpr const char* kGraph = "https://graph.microsoft.com";
+inline constexpr const char* kVault = "https://vault.azure.net";
 
-namespace ficbroker::testing {
+/// ficbroker's own route: /token?resource=R[&tenant=T].
+std::string token_target(const std::string& resource, const std::string& tenant = "");
+
+/// A string member of a JSON object, or "" when it is absent or not a string.
+std::string str(const boost::json::object& o, const char* key);
+
+/// The access_token of a token answer, or "" when the body is not one.
+std::string access_token(const Response& r);
+
+double seconds_since(std::chrono::steady_clock::time_point start);
+
+/// The broker's /metrics text.
+std::string metrics_of(const Broker& broker);
 
 /// A counter from the emulator's /_emulator/stats answer (0 when absent).
 std::int64_t stat_count(const boost::json::object& stats, const char* key);

@@ -22,30 +22,6 @@ namespace json = boost::json;
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 
-constexpr const char* kGraph = "https://graph.microsoft.com";
-constexpr const char* kVault = "https://vault.azure.net";
-
-std::string token_target(const std::string& resource, const std::string& tenant = "") {
-  std::string t = "/token?resource=" + resource;
-  if (!tenant.empty()) t += "&tenant=" + tenant;
-  return t;
-}
-
-std::string str(const json::object& o, const char* key) {
-  const auto* v = o.if_contains(key);
-  return v && v->is_string() ? std::string(v->get_string()) : std::string{};
-}
-
-std::string access_token(const Response& r) {
-  boost::system::error_code ec;
-  const auto body = json::parse(r.body, ec);
-  return !ec && body.is_object() ? str(body.as_object(), "access_token") : std::string{};
-}
-
-double seconds_since(Clock::time_point start) {
-  return std::chrono::duration<double>(Clock::now() - start).count();
-}
-
 std::optional<std::string> find_in_path(const std::string& name) {
   const char* path = std::getenv("PATH");
   std::string dirs = path ? path : "/usr/local/bin:/usr/bin:/bin";
@@ -170,8 +146,6 @@ class TcpForwarder {
   std::mutex mutex_;
   std::vector<std::thread> pumps_;
 };
-
-std::string metrics_of(const Broker& broker) { return broker.get("/metrics").body; }
 
 // For requests made on other threads: an I/O error (the broker hung up) becomes status 0 with the
 // error in the body, so that it fails the test instead of terminating the test binary.

@@ -28,8 +28,7 @@ class Metrics {
   void count_request(std::string_view route, unsigned status) { ++requests_[{route, status}]; }
   void observe_request(double seconds) { request_latency_.observe(seconds); }
   /// `upstream` is imds, app_service, file or entra; `tenant` empty for managed identity.
-  void observe_upstream(std::string_view upstream, std::string_view tenant, double seconds,
-                        bool ok);
+  void observe_upstream(std::string_view upstream, std::string_view tenant, double seconds);
   void count_upstream_failure(std::string_view upstream, std::string_view error_class);
   void count_connection_rejected() { ++connections_rejected_; }
   void set_connections(std::int64_t open) { connections_open_ = open; }
