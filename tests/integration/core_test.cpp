@@ -158,8 +158,8 @@ TEST_F(BrokerTest, HundredConcurrentFirstRequestsMakeOneUpstreamCallEach) {
   for (auto& t : clients) t.join();
   EXPECT_EQ(ok.load(), kClients);
   const auto stats = emulator_->stats();
-  EXPECT_EQ(count(stats, "imds"), 1);
-  EXPECT_EQ(count(stats, "entra"), 1);
+  EXPECT_EQ(stat_count(stats, "imds"), 1);
+  EXPECT_EQ(stat_count(stats, "entra"), 1);
 }
 
 TEST_F(BrokerTest, CachedTokenIsServedWithoutUpstreamCalls) {
@@ -173,8 +173,8 @@ TEST_F(BrokerTest, CachedTokenIsServedWithoutUpstreamCalls) {
               json::parse(first.body).at("access_token"));
   }
   const auto stats = emulator_->stats();
-  EXPECT_EQ(count(stats, "entra"), 1);
-  EXPECT_EQ(count(stats, "imds"), 1);
+  EXPECT_EQ(stat_count(stats, "entra"), 1);
+  EXPECT_EQ(stat_count(stats, "imds"), 1);
   // A different resource in the same tenant reuses the cached assertion: no second IMDS call.
   ASSERT_EQ(broker_->get_with_metadata("/token?resource=https://graph.microsoft.com").status, 200u);
   EXPECT_EQ(stat_count(emulator_->stats(), "imds"), 1);
