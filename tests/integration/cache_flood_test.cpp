@@ -14,6 +14,19 @@
 
 namespace ficbroker::testing {
 namespace {
+
+// The broker under test is built with the same flags as this test binary.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+constexpr bool kSanitizedBuild = true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+constexpr bool kSanitizedBuild = true;
+#else
+constexpr bool kSanitizedBuild = false;
+#endif
+#else
+constexpr bool kSanitizedBuild = false;
+#endif
 namespace json = boost::json;
 using namespace std::chrono_literals;
 
@@ -203,9 +216,14 @@ TEST(CacheFloodTest, ABurstOfColdRequestsStaysInMemoryAndWithinTheUpstreamBound)
   EXPECT_EQ(by_status[200] + by_status[503], kBurst);
   EXPECT_EQ(without_retry_after, 0);
   EXPECT_GT(by_status[200], 0);
-  EXPECT_LT(hwm, 96 * 1024);
   EXPECT_LE(stat_count(stats, "https_peak_in_progress"), kPerHost);
-  EXPECT_LT(rss_after, 48 * 1024);
+  if (!kSanitizedBuild) {
+    // The unit's MemoryHigh. A sanitizer build's broker carries shadow memory and a quarantine of
+    // freed blocks (over 100 MiB before the burst), so absolute bounds hold only for the real
+    // binary, which the uninstrumented CI pass tests; the sanitizer passes check the counts.
+    EXPECT_LT(hwm, 96 * 1024);
+    EXPECT_LT(rss_after, 48 * 1024);
+  }
   // Every caller that got a token cost one exchange; none cost more.
   EXPECT_LE(stat_count(stats, "entra"), kBurst);
 }

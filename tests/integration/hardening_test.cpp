@@ -938,7 +938,7 @@ TEST_F(HardeningListenerTest, PlainTokensNeverHandOutTheFicAssertionByDefault) {
 
 TEST_F(HardeningListenerTest, PassthroughResourcesIsAnAllowList) {
   auto config = default_config_object(*emulator_);
-  config["sources"].as_object()["uami"].as_object()["passthrough_resources"] = {kVault};
+  config["sources"].as_object()["uami"].as_object()["passthrough_resources"] = json::array{kVault};
   Broker broker(dir_, json::serialize(config), "passthrough-list");
   const std::string plain = "/metadata/identity/oauth2/token?api-version=2018-02-01&client_id=" +
                             std::string(kUamiClientId) + "&resource=";
@@ -1063,8 +1063,8 @@ TEST_F(HardeningListenerTest, TokensAssertionsAndSecretsNeverReachTheLog) {
   config["log_level"] = "debug";
   config["sources"].as_object()["wi"] = {{"type", "workload_identity"}, {"path", token_file}};
   // Plain tokens for the exchange audience are the assertion itself: served only when listed.
-  config["sources"].as_object()["uami"].as_object()["passthrough_resources"] = {
-      "api://AzureADTokenExchange", "https://vault.azure.net"};
+  config["sources"].as_object()["uami"].as_object()["passthrough_resources"] =
+      json::array{"api://AzureADTokenExchange", "https://vault.azure.net"};
   config["targets"] = json::array{
       {{"tenant_id", kTenantA}, {"client_id", kApp}, {"source", "wi"}, {"default", true}},
       {{"tenant_id", kTenantB}, {"client_id", kApp}, {"source", "uami"}}};

@@ -98,7 +98,8 @@ TEST(RouteTableTest, TheFirstKeyThatRepeatsIsTheOneNamed) {
 }
 
 TEST(RouteTableTest, TheCapIsCheckedAfterAuthentication) {
-  RequestView r = form_post(distinct_form(2 * kMaxRequestParameters, 0));
+  const std::string body = distinct_form(2 * kMaxRequestParameters, 0);  // outlives the view
+  RequestView r = form_post(body);
   r.metadata.reset();
   const auto d = route(r);
   ASSERT_TRUE(d.reply.has_value());
