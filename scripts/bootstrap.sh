@@ -77,7 +77,8 @@ run_demo() {
     --ready-file "$demo_dir/emulator.ready" >"$demo_dir/emulator.log" 2>&1 &
   echo $! >"$demo_dir/emulator.pid"
   wait_for "$demo_dir/emulator.ready" 10 || { cat "$demo_dir/emulator.log"; exit 1; }
-  sed "s|@DEMO_DIR@|$demo_dir|g" config/demo.jsonc >"$demo_dir/ficbroker.jsonc"
+  # The config holds the demo's identity header: readable by its owner only.
+  (umask 077 && sed "s|@DEMO_DIR@|$demo_dir|g" config/demo.jsonc >"$demo_dir/ficbroker.jsonc")
   log "starting ficbroker on 127.0.0.1:8181"
   nohup build-release/src/ficbroker --config "$demo_dir/ficbroker.jsonc" \
     --ready-file "$demo_dir/ficbroker.ready" >"$demo_dir/ficbroker.log" 2>&1 &
